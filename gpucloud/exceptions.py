@@ -1,0 +1,60 @@
+"""The one API exception handler: every error has the shape of STYLE.md.
+
+`{"error": {"code": "...", "message": "...", "detail": {...}}}`. Domain errors of any
+app are recognised by duck typing (`code`, `message`, `status`), so no app imports
+from here.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+from django.core.exceptions import PermissionDenied
+from django.http import Http404
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+_DRF_CODES = {
+    exceptions.NotAuthenticated: "auth:not-authenticated",
+    exceptions.AuthenticationFailed: "auth:authentication-failed",
+    exceptions.PermissionDenied: "auth:permission-denied",
+    exceptions.NotFound: "not-found",
+    exceptions.MethodNotAllowed: "method-not-allowed",
+    exceptions.NotAcceptable: "not-acceptable",
+    exceptions.UnsupportedMediaType: "unsupported-media-type",
+    exceptions.Throttled: "throttled",
+    exceptions.ParseError: "invalid-request",
+    exceptions.ValidationError: "invalid-request",
+}
+
+
+def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "detail": detail or {}}}
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if hasattr(exc, "code") and hasattr(exc, "status") and not isinstance(exc, exceptions.APIException):
+        return Response(
+            error_body(exc.code, str(getattr(exc, "message", exc)), getattr(exc, "detail", None)),
+            status=exc.status,
+        )
+    if isinstance(exc, Http404):
+        exc = exceptions.NotFound()
+    elif isinstance(exc, PermissionDenied):
+        exc = exceptions.PermissionDenied()
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, exceptions.ValidationError):
+        message = "The request is not valid."
+        detail = response.data if isinstance(response.data, dict) else {"non_field_errors": response.data}
+    else:
+        message = str(getattr(exc, "detail", "")) or HTTPStatus(response.status_code).phrase
+        detail = {}
+        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
+            detail = {"retry_after_seconds": int(exc.wait)}
+    response.data = error_body(code, message, detail)
+    return response

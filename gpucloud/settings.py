@@ -1,0 +1,298 @@
+"""GPU Cloud settings: environment variables only (12-factor).
+
+Every variable is listed in README.md. Without DATABASE_URL / REDIS_URL the quick
+start runs on embedded defaults: SQLite and kombu's filesystem transport (dev-only,
+not crash-safe). With DEBUG off, a missing or weak SECRET_KEY refuses start-up.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from decimal import Decimal
+from pathlib import Path
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env(name: str, default: str = "") -> str:
+    return os.environ.get(name, default)
+
+
+def env_bool(name: str, default: bool = False) -> bool:
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    value = os.environ.get(name)
+    return int(value) if value not in (None, "") else default
+
+
+def env_list(name: str, default: str = "") -> list[str]:
+    return [item.strip() for item in env(name, default).split(",") if item.strip()]
+
+
+DEBUG = env_bool("DEBUG", default=False)
+VAR_DIR = Path(env("GPUCLOUD_VAR_DIR", str(BASE_DIR / "var")))
+
+_DEV_SECRET = "dev-insecure-secret-key-only-for-DEBUG-mode"  # noqa: S105
+SECRET_KEY = env("SECRET_KEY")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. Production mode (DEBUG off) refuses to start without "
+            "a real secret key: set SECRET_KEY to 50+ random characters, or DEBUG=1 for "
+            "development."
+        )
+    SECRET_KEY = _DEV_SECRET
+elif not DEBUG and (len(SECRET_KEY) < 32 or SECRET_KEY.startswith("django-insecure")):
+    raise ImproperlyConfigured("SECRET_KEY is too weak for production mode: use 50+ random characters.")
+
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", "127.0.0.1,localhost" if DEBUG else "")
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS")
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "rest_framework",
+    "drf_spectacular",
+    "django_celery_beat",
+    "django_htmx",
+    "djstripe",
+    "templates_app",
+    "instances",
+    "billing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "gpucloud.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "gpucloud" / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "gpucloud.wsgi.application"
+
+# Database: PostgreSQL in production (DATABASE_URL); SQLite for the quick start.
+DATABASE_URL = env("DATABASE_URL")
+if DATABASE_URL:
+    DATABASES = {"default": dj_database_url.parse(DATABASE_URL, conn_max_age=60, conn_health_checks=True)}
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": VAR_DIR / "db.sqlite3",
+            # Writers wait on SQLite's lock instead of failing at once: web, worker
+            # and beat share one file in the quick start.
+            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+        }
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = VAR_DIR / "static"
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+WHITENOISE_USE_FINDERS = True
+
+LOGIN_URL = "/admin/login/"
+
+# Security in production (manage.py check --deploy).
+if not DEBUG:
+    SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", default=True)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31536000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = True
+    SECURE_HSTS_PRELOAD = True
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# REST framework
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "gpucloud.exceptions.api_exception_handler",
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    "PAGE_SIZE": 50,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "GPU Cloud API",
+    "DESCRIPTION": "Launch, reach and pay for GPU instances.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+}
+
+# Celery. Redis in production and in the tests; kombu's filesystem transport for the
+# quick start (dev-only: a task in flight when the worker dies is lost).
+REDIS_URL = env("REDIS_URL")
+CELERY_BROKER_URL = env("CELERY_BROKER_URL", REDIS_URL or "filesystem://")
+CELERY_BROKER_TRANSPORT_OPTIONS: dict[str, object] = {}
+if CELERY_BROKER_URL.startswith("filesystem"):
+    _broker_dir = VAR_DIR / "broker"
+    for _sub in ("queue", "processed", "control"):
+        (_broker_dir / _sub).mkdir(parents=True, exist_ok=True)
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "data_folder_in": str(_broker_dir / "queue"),
+        "data_folder_out": str(_broker_dir / "queue"),
+        "processed_folder": str(_broker_dir / "processed"),
+        "control_folder": str(_broker_dir / "control"),
+        "store_processed": False,
+        "polling_interval": 0.1,
+    }
+else:
+    # Must exceed the longest task and any countdown, or a slow task is redelivered.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_RESULT_SERIALIZER = "json"
+CELERY_TIMEZONE = "UTC"
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 300)
+CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 360)
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
+
+# Cache: Redis when configured (locks shared by every worker), local memory otherwise.
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
+
+EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "GPU Cloud <noreply@localhost>")
+
+# Stripe (dj-stripe). Keys only from the environment.
+STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", default=False)
+STRIPE_TEST_SECRET_KEY = env("STRIPE_TEST_SECRET_KEY", "sk_test_" + "0" * 24)
+STRIPE_LIVE_SECRET_KEY = env("STRIPE_LIVE_SECRET_KEY")
+STRIPE_TEST_PUBLIC_KEY = env("STRIPE_TEST_PUBLIC_KEY", "pk_test_" + "0" * 24)
+STRIPE_LIVE_PUBLIC_KEY = env("STRIPE_LIVE_PUBLIC_KEY")
+STRIPE_API_HOST = env("STRIPE_API_HOST")
+DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
+DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
+DJSTRIPE_USE_NATIVE_JSONFIELD = True
+
+# ---- GPU Cloud -------------------------------------------------------------------
+GPUCLOUD_HOST_NAME = env("GPUCLOUD_HOST_NAME", socket.gethostname().split(".")[0].lower())
+GPUCLOUD_HOST_ADDRESS = env("GPUCLOUD_HOST_ADDRESS", "127.0.0.1")
+# Ports of instances are published on this address only (127.0.0.1 in tests).
+GPUCLOUD_BIND_ADDRESS = env("GPUCLOUD_BIND_ADDRESS", "127.0.0.1")
+# Stays clear of Linux's ephemeral range (32768-60999).
+GPUCLOUD_PORT_RANGE = (env_int("GPUCLOUD_PORT_RANGE_START", 20000), env_int("GPUCLOUD_PORT_RANGE_END", 29999))
+GPUCLOUD_DOCKER_URL = env("GPUCLOUD_DOCKER_URL", "unix:///var/run/docker.sock")
+GPUCLOUD_DATA_ROOT = Path(env("GPUCLOUD_DATA_ROOT", str(VAR_DIR / "data")))
+GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 24 * 3600)
+GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
+GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
+GPUCLOUD_STORAGE_GB_MIN = env_int("GPUCLOUD_STORAGE_GB_MIN", 10)
+GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
+GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
+GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
+GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+
+# "nvml": real GPUs only; "simulated": the declared inventory; "auto": NVML where a
+# driver answers, else the simulated inventory.
+GPUCLOUD_GPU_SOURCE = env("GPUCLOUD_GPU_SOURCE", "auto")
+_DEFAULT_SIMULATED = [
+    {"index": 0, "name": "NVIDIA GeForce RTX 5090", "sku": "rtx-5090", "memory_mb": 32607},
+    {
+        "index": 1,
+        "name": "NVIDIA RTX PRO 6000 Blackwell Workstation Edition",
+        "sku": "rtx-pro-6000",
+        "memory_mb": 97887,
+    },
+]
+GPUCLOUD_SIMULATED_GPUS = json.loads(env("GPUCLOUD_SIMULATED_GPUS", json.dumps(_DEFAULT_SIMULATED)))
+
+# Access: "direct" (host ports) or "cloudflare" (named tunnel hostnames).
+GPUCLOUD_EXPOSURE = env("GPUCLOUD_EXPOSURE", "direct")
+GPUCLOUD_PUBLIC_DOMAIN = env("GPUCLOUD_PUBLIC_DOMAIN")
+
+# Credentials of instances are encrypted at rest with this key (Fernet, urlsafe
+# base64 of 32 bytes). Derived from SECRET_KEY when unset, in DEBUG only.
+GPUCLOUD_ENCRYPTION_KEY = env("GPUCLOUD_ENCRYPTION_KEY")
+if not GPUCLOUD_ENCRYPTION_KEY and not DEBUG and env("GPUCLOUD_REQUIRE_ENCRYPTION_KEY", "1") == "1":
+    raise ImproperlyConfigured(
+        "GPUCLOUD_ENCRYPTION_KEY is not set. Production mode refuses to start without it: "
+        "generate one with `python -c 'from cryptography.fernet import Fernet; "
+        "print(Fernet.generate_key().decode())'`."
+    )
+
+# Billing
+GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "")
+GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
+GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
+GPUCLOUD_NEGATIVE_GRACE_SECONDS = env_int("GPUCLOUD_NEGATIVE_GRACE_SECONDS", 300)
+GPUCLOUD_TOPUP_MIN_USD = Decimal(env("GPUCLOUD_TOPUP_MIN_USD", "5"))
+GPUCLOUD_TOPUP_MAX_USD = Decimal(env("GPUCLOUD_TOPUP_MAX_USD", "5000"))
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}

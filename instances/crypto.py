@@ -1,0 +1,32 @@
+"""Encryption at rest of instance credentials (Fernet, key from the environment)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+from cryptography.fernet import Fernet, InvalidToken
+from django.conf import settings
+
+
+def _fernet() -> Fernet:
+    key = settings.GPUCLOUD_ENCRYPTION_KEY
+    if not key:
+        # DEBUG only (settings refuse production without a key): derive from SECRET_KEY.
+        key = base64.urlsafe_b64encode(
+            hashlib.sha256(("gpucloud-credentials:" + settings.SECRET_KEY).encode()).digest()
+        ).decode()
+    return Fernet(key.encode() if isinstance(key, str) else key)
+
+
+def encrypt(plain: str) -> str:
+    return _fernet().encrypt(plain.encode()).decode() if plain else ""
+
+
+def decrypt(token: str) -> str:
+    if not token:
+        return ""
+    try:
+        return _fernet().decrypt(token.encode()).decode()
+    except InvalidToken:
+        return ""

@@ -1,0 +1,294 @@
+from __future__ import annotations
+
+import secrets
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from templates_app.models import Template
+
+
+class Host(models.Model):
+    """A GPU workstation. Its Celery worker consumes the queue `host.<name>`."""
+
+    class Status(models.TextChoices):
+        ONLINE = "online", "Online"
+        DRAINING = "draining", "Draining"
+        OFFLINE = "offline", "Offline"
+
+    name = models.SlugField(max_length=64, unique=True)
+    docker_url = models.CharField(max_length=255, default="unix:///var/run/docker.sock")
+    public_address = models.CharField(max_length=255, help_text="Address customers use to reach instances.")
+    bind_address = models.GenericIPAddressField(default="127.0.0.1", help_text="Address ports are published on.")
+    port_range_start = models.PositiveIntegerField(default=20000)
+    port_range_end = models.PositiveIntegerField(default=29999)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE)
+    last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Preflight (driver, toolkit, runc versions) as the worker last saw it.
+    facts = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("name",)
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=["online", "draining", "offline"]), name="host_status_valid"),
+            models.CheckConstraint(
+                condition=Q(
+                    port_range_start__gte=1024,
+                    port_range_start__lte=models.F("port_range_end"),
+                    port_range_end__lte=65535,
+                ),
+                name="host_port_range_valid",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def queue(self) -> str:
+        return f"host.{self.name}"
+
+
+class GpuType(models.Model):
+    """A SKU customers choose, with its price and per-instance CPU/RAM limits."""
+
+    sku = models.SlugField(max_length=64, unique=True)
+    display_name = models.CharField(max_length=100)
+    rate_per_hour = models.DecimalField(max_digits=10, decimal_places=4)
+    memory_mb = models.PositiveIntegerField(default=0, help_text="GPU memory.")
+    cpu_limit = models.DecimalField(max_digits=6, decimal_places=2, default=8, help_text="CPU cores per instance.")
+    ram_limit_mb = models.PositiveIntegerField(default=32768, help_text="RAM per instance.")
+    enabled = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ("rate_per_hour",)
+        constraints = [models.CheckConstraint(condition=Q(rate_per_hour__gte=0), name="gputype_rate_non_negative")]
+
+    def __str__(self) -> str:
+        return self.display_name
+
+
+class Gpu(models.Model):
+    """One device on a host, real (NVML) or simulated (declared in settings)."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="gpus")
+    index = models.PositiveSmallIntegerField()
+    uuid = models.CharField(max_length=64, unique=True)
+    name = models.CharField(max_length=128, help_text="Model name as the driver reports it.")
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="gpus", null=True, blank=True)
+    memory_mb = models.PositiveIntegerField(default=0)
+    simulated = models.BooleanField(default=False)
+    enabled = models.BooleanField(default=True)
+    utilization_percent = models.PositiveSmallIntegerField(null=True, blank=True)
+    memory_used_mb = models.PositiveIntegerField(null=True, blank=True)
+    temperature_c = models.PositiveSmallIntegerField(null=True, blank=True)
+    power_w = models.DecimalField(max_digits=7, decimal_places=1, null=True, blank=True)
+    metrics_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("host__name", "index")
+        constraints = [models.UniqueConstraint(fields=["host", "index"], name="gpu_unique_index_per_host")]
+
+    def __str__(self) -> str:
+        return f"{self.host.name}/gpu{self.index} ({self.name}{', simulated' if self.simulated else ''})"
+
+
+def new_public_id() -> str:
+    return "inst_" + secrets.token_hex(6)
+
+
+class Instance(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROVISIONING = "provisioning", "Provisioning"
+        RUNNING = "running", "Running"
+        STOPPING = "stopping", "Stopping"
+        STOPPED = "stopped", "Stopped"
+        STARTING = "starting", "Starting"
+        TERMINATING = "terminating", "Terminating"
+        TERMINATED = "terminated", "Terminated"
+        FAILED = "failed", "Failed"
+
+    # Statuses that hold a GPU. The database refuses two of these on one GPU.
+    GPU_HOLDING = ("pending", "provisioning", "running", "stopping", "starting")
+    # Statuses in which a container may exist and a workspace is kept.
+    LIVE = (*GPU_HOLDING, "stopped", "terminating")
+
+    public_id = models.CharField(max_length=32, unique=True, default=new_public_id, editable=False)
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="instances")
+    name = models.CharField(max_length=64, blank=True)
+    template = models.ForeignKey(Template, on_delete=models.PROTECT, related_name="instances")
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, related_name="instances")
+    gpu = models.ForeignKey(Gpu, on_delete=models.PROTECT, related_name="instances", null=True, blank=True)
+    # The host keeps the workspace, so it stays set while stopped.
+    host = models.ForeignKey(Host, on_delete=models.PROTECT, related_name="instances", null=True, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    container_id = models.CharField(max_length=80, blank=True)
+    storage_gb = models.PositiveIntegerField(default=50)
+    access = models.JSONField(default=list, blank=True, help_text="Requested access methods.")
+    ssh_public_keys = models.JSONField(default=list, blank=True)
+    ssh_password_auth = models.BooleanField(default=True)
+    env = models.JSONField(default=dict, blank=True)
+    # Fernet tokens (instances.crypto); never the plain secrets.
+    password_encrypted = models.TextField(blank=True)
+    access_token_encrypted = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    # Start of the current running segment; stopped_at is when the last one ended.
+    started_at = models.DateTimeField(null=True, blank=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+    terminated_at = models.DateTimeField(null=True, blank=True)
+    workspace_removed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # Set by billing when the balance is exhausted; cleared on a successful start.
+    stop_reason = models.CharField(max_length=64, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(
+                fields=["gpu"],
+                condition=Q(gpu__isnull=False)
+                & Q(status__in=["pending", "provisioning", "running", "stopping", "starting"]),
+                name="one_active_instance_per_gpu",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[
+                        "pending",
+                        "provisioning",
+                        "running",
+                        "stopping",
+                        "stopped",
+                        "starting",
+                        "terminating",
+                        "terminated",
+                        "failed",
+                    ]
+                ),
+                name="instance_status_valid",
+            ),
+            models.CheckConstraint(condition=Q(storage_gb__gte=1), name="instance_storage_positive"),
+        ]
+        indexes = [models.Index(fields=["owner", "-created_at"], name="instance_owner_created")]
+
+    def __str__(self) -> str:
+        return self.public_id
+
+    @property
+    def container_name(self) -> str:
+        return f"gpucloud-{self.public_id}"
+
+
+class PortBinding(models.Model):
+    """A host port published for one instance. The database refuses a port bound twice."""
+
+    host = models.ForeignKey(Host, on_delete=models.CASCADE, related_name="port_bindings")
+    host_port = models.PositiveIntegerField()
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="ports")
+    name = models.CharField(max_length=32)
+    container_port = models.PositiveIntegerField()
+    protocol = models.CharField(max_length=8, default="tcp")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("host_port",)
+        constraints = [
+            models.UniqueConstraint(fields=["host", "host_port"], name="one_binding_per_host_port"),
+            models.UniqueConstraint(fields=["instance", "name"], name="one_binding_per_instance_service"),
+            models.CheckConstraint(condition=Q(host_port__gte=1, host_port__lte=65535), name="portbinding_port_valid"),
+            models.CheckConstraint(condition=Q(protocol__in=["tcp", "http"]), name="portbinding_protocol_valid"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.host.name}:{self.host_port} → {self.instance.public_id}/{self.name}"
+
+
+class InstanceEvent(models.Model):
+    """Append-only timeline of an instance: who or what did what, when, and why.
+
+    Billing reads the `started` and `ended` events: a running segment begins at a
+    `started` event's `at` and ends at the next `ended` event's `at` (the container's
+    real finish time when the reconciler found it dead).
+    """
+
+    class Kind(models.TextChoices):
+        CREATED = "created", "Created"
+        SCHEDULED = "scheduled", "Scheduled"
+        PROVISIONING = "provisioning", "Provisioning"
+        STARTED = "started", "Running"
+        STOP_REQUESTED = "stop-requested", "Stop requested"
+        START_REQUESTED = "start-requested", "Start requested"
+        RESTART_REQUESTED = "restart-requested", "Restart requested"
+        DESTROY_REQUESTED = "destroy-requested", "Destroy requested"
+        ENDED = "ended", "Segment ended"
+        STOPPED = "stopped", "Stopped"
+        FAILED = "failed", "Failed"
+        TERMINATED = "terminated", "Terminated"
+        WORKSPACE_REMOVED = "workspace-removed", "Workspace removed"
+        RECONCILED = "reconciled", "Reconciled"
+        NOTE = "note", "Note"
+
+    class Source(models.TextChoices):
+        USER = "user", "Customer"
+        OPERATOR = "operator", "Operator"
+        WORKER = "worker", "Worker"
+        RECONCILER = "reconciler", "Reconciler"
+        BILLING = "billing", "Billing"
+
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, related_name="events")
+    at = models.DateTimeField(db_index=True)
+    kind = models.CharField(max_length=32, choices=Kind.choices)
+    source = models.CharField(max_length=16, choices=Source.choices)
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.SET_NULL, null=True, blank=True, related_name="+"
+    )
+    message = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ("at", "id")
+        indexes = [models.Index(fields=["kind", "at"], name="event_kind_at")]
+
+    def __str__(self) -> str:
+        return f"{self.instance.public_id} {self.kind} @ {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class SSHKey(models.Model):
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="ssh_keys")
+    name = models.CharField(max_length=64)
+    public_key = models.TextField()
+    key_type = models.CharField(max_length=32)
+    bits = models.PositiveIntegerField(null=True, blank=True)
+    fingerprint = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+        constraints = [
+            models.UniqueConstraint(fields=["owner", "fingerprint"], name="sshkey_unique_per_owner"),
+            models.UniqueConstraint(fields=["owner", "name"], name="sshkey_name_unique_per_owner"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.fingerprint})"
+
+
+class ApiToken(models.Model):
+    """An API token; only its SHA-256 is stored. The plain key is shown once."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=64)
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise a token.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ("-created_at",)
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"

@@ -1,0 +1,134 @@
+"""The fixed cast and the real processes tests share.
+
+alice and bob are customers, olga is an operator. Tests that cross a process (a
+Celery worker, a web server) use `transactional_db` so the other process sees
+committed rows; they get a worker consuming this host's queue on the test database.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from instances.models import Host
+from tests.factories import GpuTypeFactory, UserFactory
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def alice(db):
+    return UserFactory(username="alice", email="alice@example.com")
+
+
+@pytest.fixture
+def bob(db):
+    return UserFactory(username="bob", email="bob@example.com")
+
+
+@pytest.fixture
+def olga(db):
+    return UserFactory(username="olga", email="olga@example.com", is_staff=True, is_superuser=True)
+
+
+@pytest.fixture
+def gpu_types(db):
+    """The seeded GPU types (a transactional test's flush removes seeded rows)."""
+    from decimal import Decimal
+
+    return {
+        "rtx-5090": GpuTypeFactory(sku="rtx-5090", display_name="RTX 5090", rate_per_hour=Decimal("1.49")),
+        "rtx-pro-6000": GpuTypeFactory(sku="rtx-pro-6000", display_name="RTX PRO 6000", rate_per_hour=Decimal("2.99")),
+    }
+
+
+@pytest.fixture
+def this_host(db, gpu_types) -> Host:
+    """This machine as a Host with its two simulated GPUs, named as the worker's queue."""
+    from instances.inventory import host_sync
+
+    return host_sync(name=settings.GPUCLOUD_HOST_NAME, source="simulated").host
+
+
+def _worker_env(db_name: str) -> dict[str, str]:
+    env = dict(os.environ)
+    url = settings.DATABASES["default"]
+    if url["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{url['USER'] or 'postgres'}@{url['HOST'] or '127.0.0.1'}:{url['PORT'] or 5432}/{db_name}"
+        )
+    env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(scope="session")
+def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
+    """A real Celery worker on this host's queue, against the test database and Redis."""
+    from gpucloud.celery import app
+
+    assert settings.CELERY_BROKER_URL.startswith("redis"), "worker tests need REDIS_URL (see README)"
+    queue = f"host.{settings.GPUCLOUD_HOST_NAME}"
+    with app.connection_for_write() as conn:  # start from an empty queue
+        conn.default_channel.queue_purge(queue)
+    db_name = settings.DATABASES["default"]["NAME"]
+    log_path = ROOT / "var" / "test-worker.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "gpucloud",
+            "worker",
+            "-Q",
+            queue,
+            "-c",
+            "4",
+            "-P",
+            "threads",
+            "--without-gossip",
+            "--without-mingle",
+            "-l",
+            "INFO",
+            "-n",
+            f"pytest-{os.getpid()}@%h",
+        ],
+        cwd=ROOT,
+        env=_worker_env(db_name),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if "ready." in log_path.read_text():
+            break
+        if proc.poll() is not None:
+            raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.2)
+    else:
+        raise RuntimeError(f"celery worker never became ready:\n{log_path.read_text()[-3000:]}")
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+    log.close()
+
+
+@pytest.fixture
+def celery_worker(celery_worker_process, transactional_db) -> subprocess.Popen:
+    """A worker for one test; the test's rows are committed so the worker sees them."""
+    return celery_worker_process
