@@ -296,3 +296,14 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+
+# Periodic jobs (django-celery-beat's DatabaseScheduler installs these; operators can
+# tune them in the admin). Fan-out tasks run on the "default" queue and enqueue one
+# task per host on `host.<name>`; every worker consumes its host queue and "default".
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-hosts": {"task": "instances.tasks.reconcile_all_hosts", "schedule": float(GPUCLOUD_RECONCILE_SECONDS)},
+    "gpu-metrics": {"task": "instances.tasks.gpu_metrics_all_hosts", "schedule": float(GPUCLOUD_METRICS_SECONDS)},
+    "workspace-cleanup": {"task": "instances.tasks.workspace_cleanup_all_hosts", "schedule": 300.0},
+    "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
+    "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
+}

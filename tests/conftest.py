@@ -77,10 +77,11 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
 
     assert settings.CELERY_BROKER_URL.startswith("redis"), "worker tests need REDIS_URL (see README)"
     queue = f"host.{settings.GPUCLOUD_HOST_NAME}"
-    with app.connection_for_write() as conn:  # start from an empty queue
-        conn.default_channel.queue_purge(queue)
+    with app.connection_for_write() as conn:  # start from empty queues
+        for name in (queue, "default"):
+            conn.default_channel.queue_purge(name)
     db_name = settings.DATABASES["default"]["NAME"]
-    log_path = ROOT / "var" / "test-worker.log"
+    log_path = Path(settings.VAR_DIR) / "test-worker.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     log = log_path.open("w")
     proc = subprocess.Popen(

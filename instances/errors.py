@@ -1,0 +1,98 @@
+"""Errors of the instances app: each has a stable `code` and an HTTP `status`.
+
+The API's exception handler (gpucloud/exceptions.py) renders anything carrying
+`code`, `message`, `status` and `detail`; web views show `message`.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+from typing import Any
+
+
+class InstanceError(Exception):
+    code = "instances:error"
+    status = HTTPStatus.BAD_REQUEST
+    default_message = "The request could not be carried out."
+
+    def __init__(self, message: str | None = None, *, detail: dict[str, Any] | None = None) -> None:
+        self.message = message or self.default_message
+        self.detail = detail or {}
+        super().__init__(self.message)
+
+
+class UnknownTemplate(InstanceError):
+    code = "instances:unknown-template"
+    default_message = "No such template in the catalog."
+
+
+class UnknownGpuType(InstanceError):
+    code = "instances:unknown-gpu-type"
+    default_message = "No such GPU type."
+
+
+class InvalidStorage(InstanceError):
+    code = "instances:invalid-storage"
+    default_message = "Storage is out of bounds."
+
+
+class InvalidAccess(InstanceError):
+    code = "instances:invalid-access"
+    default_message = "The template does not offer that access method."
+
+
+class InvalidSSHKey(InstanceError):
+    code = "instances:invalid-ssh-key"
+    default_message = "That is not a valid SSH public key."
+
+
+class InvalidEnv(InstanceError):
+    code = "instances:invalid-env"
+    default_message = "Environment variables must be NAME=value strings with a valid name."
+
+
+class NoCapacity(InstanceError):
+    code = "instances:no-gpu-available"
+    status = HTTPStatus.CONFLICT
+    default_message = "No GPU of that type is free right now."
+
+
+class InvalidTransition(InstanceError):
+    code = "instances:invalid-state"
+    status = HTTPStatus.CONFLICT
+    default_message = "The instance is not in a state that allows this."
+
+
+class NotFound(InstanceError):
+    code = "instances:not-found"
+    status = HTTPStatus.NOT_FOUND
+    default_message = "No such instance."
+
+
+class HostUnavailable(InstanceError):
+    code = "instances:host-unavailable"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    default_message = "The instance's host is not taking work right now."
+
+
+class RuntimeFailure(InstanceError):
+    """A container could not be made or run (image missing, exited, port never opened)."""
+
+    code = "instances:runtime-failure"
+    status = HTTPStatus.BAD_GATEWAY
+    default_message = "The container could not be started."
+
+
+class InfrastructureError(InstanceError):
+    """The Docker engine is unreachable or errored transiently: retried with backoff."""
+
+    code = "instances:infrastructure"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    default_message = "The host's container engine is unavailable."
+
+
+class AdmissionRefused(InstanceError):
+    """Raised by an admission check (GPUCLOUD_ADMISSION_CHECKS); the check sets code/status."""
+
+    code = "instances:admission-refused"
+    status = HTTPStatus.PAYMENT_REQUIRED
