@@ -1,1 +1,219 @@
-# Register your models here.
+from __future__ import annotations
+
+from django.contrib import admin
+from django.db.models import Count, OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.utils.html import format_html
+
+from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
+
+
+def _active_instances() -> QuerySet[Instance]:
+    return Instance.objects.filter(gpu=OuterRef("pk"), status__in=Instance.GPU_HOLDING)
+
+
+class GpuInline(admin.TabularInline):
+    model = Gpu
+    extra = 0
+    fields = ("index", "name", "gpu_type", "uuid", "memory_mb", "simulated", "enabled")
+    readonly_fields = ("uuid", "simulated")
+    show_change_link = True
+
+
+@admin.register(Host)
+class HostAdmin(admin.ModelAdmin):
+    list_display = ("name", "status", "public_address", "bind_address", "port_range", "gpu_count", "last_heartbeat_at")
+    list_filter = ("status",)
+    search_fields = ("name", "public_address")
+    readonly_fields = ("last_heartbeat_at", "facts", "created_at")
+    inlines = [GpuInline]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
+        return super().get_queryset(request).annotate(gpu_total=Count("gpus"))
+
+    @admin.display(description="GPUs", ordering="gpu_total")
+    def gpu_count(self, obj: Host) -> int:
+        return obj.gpu_total  # type: ignore[attr-defined]
+
+    @admin.display(description="Port range")
+    def port_range(self, obj: Host) -> str:
+        return f"{obj.port_range_start}–{obj.port_range_end}"
+
+
+@admin.register(GpuType)
+class GpuTypeAdmin(admin.ModelAdmin):
+    list_display = ("sku", "display_name", "rate_per_hour", "memory_mb", "cpu_limit", "ram_limit_mb", "enabled", "gpu_total")
+    list_filter = ("enabled",)
+    search_fields = ("sku", "display_name")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[GpuType]:
+        return super().get_queryset(request).annotate(gpus_total=Count("gpus"))
+
+    @admin.display(description="GPUs", ordering="gpus_total")
+    def gpu_total(self, obj: GpuType) -> int:
+        return obj.gpus_total  # type: ignore[attr-defined]
+
+
+class BusyFilter(admin.SimpleListFilter):
+    title = "occupancy"
+    parameter_name = "busy"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("yes", "Busy"), ("no", "Free")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Gpu]) -> QuerySet[Gpu]:
+        if self.value() == "yes":
+            return queryset.filter(holder_id__isnull=False)
+        if self.value() == "no":
+            return queryset.filter(holder_id__isnull=True)
+        return queryset
+
+
+@admin.register(Gpu)
+class GpuAdmin(admin.ModelAdmin):
+    """The GPU overview: who holds which GPU, its metrics, and whether it is simulated."""
+
+    list_display = (
+        "__str__", "host", "index", "gpu_type", "kind", "enabled", "held_by", "utilization", "memory", "temperature_c", "power_w",
+    )
+    list_filter = (BusyFilter, "simulated", "enabled", "gpu_type", "host")
+    search_fields = ("uuid", "name", "host__name")
+    list_select_related = ("host", "gpu_type")
+    readonly_fields = ("uuid", "simulated", "utilization_percent", "memory_used_mb", "temperature_c", "power_w", "metrics_at")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Gpu]:
+        active = _active_instances()
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                holder_id=Subquery(active.values("public_id")[:1]),
+                holder_owner=Subquery(active.values("owner__username")[:1]),
+                holder_pk=Subquery(active.values("pk")[:1]),
+            )
+        )
+
+    @admin.display(description="Real/simulated", ordering="simulated")
+    def kind(self, obj: Gpu) -> str:
+        return "simulated" if obj.simulated else "real (NVML)"
+
+    @admin.display(description="Held by", ordering="holder_id")
+    def held_by(self, obj: Gpu) -> str:
+        if not obj.holder_id:  # type: ignore[attr-defined]
+            return "— free —"
+        return format_html(
+            '<a href="../instance/{}/change/">{}</a> ({})',
+            obj.holder_pk,  # type: ignore[attr-defined]
+            obj.holder_id,  # type: ignore[attr-defined]
+            obj.holder_owner,  # type: ignore[attr-defined]
+        )
+
+    @admin.display(description="Util.")
+    def utilization(self, obj: Gpu) -> str:
+        if obj.simulated:
+            return "n/a (simulated)"
+        return "—" if obj.utilization_percent is None else f"{obj.utilization_percent}%"
+
+    @admin.display(description="Memory used")
+    def memory(self, obj: Gpu) -> str:
+        if obj.memory_used_mb is None:
+            return f"— / {obj.memory_mb} MiB"
+        return f"{obj.memory_used_mb} / {obj.memory_mb} MiB"
+
+
+class EventInline(admin.TabularInline):
+    model = InstanceEvent
+    extra = 0
+    can_delete = False
+    fields = ("at", "kind", "source", "actor", "message")
+    readonly_fields = fields
+    ordering = ("-at", "-id")
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class PortInline(admin.TabularInline):
+    model = PortBinding
+    extra = 0
+    can_delete = False
+    fields = ("name", "host", "host_port", "container_port", "protocol")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(Instance)
+class InstanceAdmin(admin.ModelAdmin):
+    list_display = ("public_id", "name", "owner", "status", "template", "gpu_type", "gpu", "host", "storage_gb", "created_at", "started_at")
+    list_filter = ("status", "gpu_type", "template", "host")
+    search_fields = ("public_id", "name", "owner__username", "owner__email", "container_id")
+    list_select_related = ("owner", "template", "gpu_type", "gpu__host", "host")
+    date_hierarchy = "created_at"
+    # Credentials stay encrypted and out of the admin; the lifecycle owns these fields.
+    exclude = ("password_encrypted", "access_token_encrypted", "env")
+    readonly_fields = (
+        "public_id", "owner", "template", "gpu_type", "gpu", "host", "status", "container_id", "storage_gb", "access",
+        "ssh_public_keys", "ssh_password_auth", "created_at", "updated_at", "started_at", "stopped_at",
+        "terminated_at", "workspace_removed_at", "last_error", "stop_reason",
+    )
+    inlines = [PortInline, EventInline]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # instances are launched through the lifecycle, never typed in
+
+
+@admin.register(InstanceEvent)
+class InstanceEventAdmin(admin.ModelAdmin):
+    list_display = ("at", "instance", "kind", "source", "actor", "message")
+    list_filter = ("kind", "source")
+    search_fields = ("instance__public_id", "message")
+    list_select_related = ("instance", "actor")
+    date_hierarchy = "at"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False  # append-only
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+@admin.register(PortBinding)
+class PortBindingAdmin(admin.ModelAdmin):
+    list_display = ("host", "host_port", "instance", "name", "container_port", "protocol", "created_at")
+    list_filter = ("host", "protocol", "name")
+    search_fields = ("instance__public_id", "=host_port")
+    list_select_related = ("host", "instance")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(SSHKey)
+class SSHKeyAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "key_type", "bits", "fingerprint", "created_at")
+    list_filter = ("key_type",)
+    search_fields = ("name", "owner__username", "fingerprint")
+    list_select_related = ("owner",)
+    readonly_fields = ("key_type", "bits", "fingerprint", "created_at")
+
+
+@admin.register(ApiToken)
+class ApiTokenAdmin(admin.ModelAdmin):
+    list_display = ("name", "owner", "prefix", "created_at", "last_used_at", "revoked")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "owner__username", "prefix")
+    list_select_related = ("owner",)
+    exclude = ("key_hash",)
+    readonly_fields = ("owner", "name", "prefix", "created_at", "last_used_at")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # tokens are made by their owner or `manage.py create_api_token`
+
+    @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
+    def revoked(self, obj: ApiToken) -> bool:
+        return obj.revoked_at is not None
