@@ -269,6 +269,14 @@ GPUCLOUD_SIMULATED_GPUS = json.loads(env("GPUCLOUD_SIMULATED_GPUS", json.dumps(_
 # Access: "direct" (host ports) or "cloudflare" (named tunnel hostnames).
 GPUCLOUD_EXPOSURE = env("GPUCLOUD_EXPOSURE", "direct")
 GPUCLOUD_PUBLIC_DOMAIN = env("GPUCLOUD_PUBLIC_DOMAIN")
+# Cloudflare mode: the API token (Zone DNS edit + Cloudflare Tunnel edit), the account,
+# the zone of GPUCLOUD_PUBLIC_DOMAIN and this host's named tunnel. API_BASE overrides
+# the API's URL (tests point the SDK at a local server).
+GPUCLOUD_CLOUDFLARE_API_TOKEN = env("GPUCLOUD_CLOUDFLARE_API_TOKEN")
+GPUCLOUD_CLOUDFLARE_ACCOUNT_ID = env("GPUCLOUD_CLOUDFLARE_ACCOUNT_ID")
+GPUCLOUD_CLOUDFLARE_ZONE_ID = env("GPUCLOUD_CLOUDFLARE_ZONE_ID")
+GPUCLOUD_CLOUDFLARE_TUNNEL_ID = env("GPUCLOUD_CLOUDFLARE_TUNNEL_ID")
+GPUCLOUD_CLOUDFLARE_API_BASE = env("GPUCLOUD_CLOUDFLARE_API_BASE")
 
 # Credentials of instances are encrypted at rest with this key (Fernet, urlsafe
 # base64 of 32 bytes). Derived from SECRET_KEY when unset, in DEBUG only.
