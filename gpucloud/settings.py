@@ -68,6 +68,7 @@ INSTALLED_APPS = [
     "django.contrib.humanize",
     "rest_framework",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
     "djstripe",
@@ -163,8 +164,15 @@ if not DEBUG:
 # REST framework
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first: its WWW-Authenticate header makes a missing login a 401, not a 403.
+        "instances.auth.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
+    # Read at request time by instances.auth; "N/second|minute|hour|day".
+    "DEFAULT_THROTTLE_RATES": {
+        "instance-create": env("GPUCLOUD_THROTTLE_CREATE", "30/minute"),
+        "auth-failure": env("GPUCLOUD_THROTTLE_AUTH_FAILURES", "20/minute"),
+    },
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gpucloud.exceptions.api_exception_handler",
@@ -176,6 +184,10 @@ SPECTACULAR_SETTINGS = {
     "DESCRIPTION": "Launch, reach and pay for GPU instances.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI and Redoc from drf-spectacular-sidecar's static files: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # Celery. Redis in production and in the tests; kombu's filesystem transport for the

@@ -1,0 +1,1 @@
+"""The customer API under /api/gpu/: instances, SSH keys, API tokens, availability."""

@@ -1,0 +1,120 @@
+"""API token authentication, and throttles for launches and failed authentications.
+
+Clients send `Authorization: Token <key>` (or `Bearer <key>`). A client that keeps
+sending bad keys is answered 429 with Retry-After before its keys are even looked
+up, so guessing keys costs the guesser time rather than us database reads.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from django.core.cache import cache
+from rest_framework import exceptions
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+from rest_framework.settings import api_settings
+from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
+
+from instances.keys import token_authenticate
+
+KEYWORDS = (b"token", b"bearer")
+
+
+def _rate(scope: str) -> tuple[int, int]:
+    """(requests, seconds) for a scope, read at call time so settings overrides apply."""
+    rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
+    if not rate:
+        return 0, 0
+    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+
+
+def _client_ip(request: Request) -> str:
+    # Behind a trusted proxy, NUM_PROXIES makes DRF read X-Forwarded-For; the
+    # throttle's own helper does exactly that.
+    return SimpleRateThrottle().get_ident(request) if api_settings.NUM_PROXIES else request.META.get("REMOTE_ADDR", "")
+
+
+class AuthFailureThrottle:
+    """Counts failed token authentications per client address in a fixed window."""
+
+    scope = "auth-failure"
+
+    def _keys(self, ident: str) -> tuple[str, str]:
+        base = f"gpucloud:throttle:{self.scope}:{ident}"
+        return base + ":count", base + ":reset"
+
+    def check(self, ident: str) -> None:
+        limit, window = _rate(self.scope)
+        if not limit:
+            return
+        count_key, reset_key = self._keys(ident)
+        if (cache.get(count_key) or 0) >= limit:
+            reset_at = cache.get(reset_key) or time.time() + window
+            raise exceptions.Throttled(
+                wait=max(1, int(reset_at - time.time()) + 1),
+                detail="Too many failed authentications; try again later.",
+            )
+
+    def record_failure(self, ident: str) -> None:
+        limit, window = _rate(self.scope)
+        if not limit:
+            return
+        count_key, reset_key = self._keys(ident)
+        # add() opens the window once; incr() is atomic on Redis, so concurrent
+        # failures from one address are all counted.
+        if cache.add(count_key, 0, timeout=window):
+            cache.set(reset_key, time.time() + window, timeout=window)
+        try:
+            cache.incr(count_key)
+        except ValueError:  # the window expired between add() and incr()
+            cache.add(count_key, 1, timeout=window)
+
+
+class ApiTokenAuthentication(BaseAuthentication):
+    """`Authorization: Token <key>` or `Bearer <key>`; keys are looked up by SHA-256."""
+
+    throttle = AuthFailureThrottle()
+
+    def authenticate(self, request: Request) -> tuple[Any, Any] | None:
+        header = get_authorization_header(request).split()
+        if not header or header[0].lower() not in KEYWORDS:
+            return None
+        ident = _client_ip(request)
+        self.throttle.check(ident)
+        if len(header) != 2:
+            self.throttle.record_failure(ident)
+            raise exceptions.AuthenticationFailed("Invalid Authorization header: expected 'Token <key>'.")
+        try:
+            key = header[1].decode("ascii")
+        except UnicodeError:
+            self.throttle.record_failure(ident)
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        token = token_authenticate(key=key)
+        if token is None:
+            self.throttle.record_failure(ident)
+            raise exceptions.AuthenticationFailed("Invalid or revoked token.")
+        return token.owner, token
+
+    def authenticate_header(self, request: Request) -> str:
+        return "Token"
+
+
+class InstanceCreateThrottle(UserRateThrottle):
+    """Launches per user (scope `instance-create`); other requests are not counted."""
+
+    scope = "instance-create"
+
+    def get_rate(self) -> str | None:
+        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+
+    def allow_request(self, request: Request, view: Any) -> bool:
+        if request.method != "POST":
+            return True
+        # Re-read the rate each time: DRF binds it at class creation otherwise.
+        self.rate = self.get_rate()
+        if self.rate is None:
+            return True
+        self.num_requests, self.duration = self.parse_rate(self.rate)
+        return super().allow_request(request, view)
