@@ -4,6 +4,14 @@ Capabilities: every image starts sshd as root, which needs CHOWN (privilege
 separation directory), SETUID/SETGID (switch to the logged-in user), SYS_CHROOT
 (sshd's privsep chroot), AUDIT_WRITE (login records) and NET_BIND_SERVICE (port 22).
 KILL lets sshd end its privilege-separated children. Nothing else is added back.
+
+Images: templates_app/images/<slug>/ (`make images`) builds each `image` below; every
+start script shares templates_app/images/common/gpucloud-common.sh, which the CI test
+image runs too. Logins: JupyterLab takes the instance's access token, code-server and
+the web terminal (user root) take it as their password, Forge's web UI likewise, and
+vLLM takes it as its API key. ComfyUI has no login of its own: in "direct" mode its
+port is open to whoever reaches the host, so prefer "cloudflare" mode with Cloudflare
+Access in front of it.
 """
 
 from __future__ import annotations

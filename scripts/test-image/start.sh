@@ -1,32 +1,10 @@
 #!/bin/sh
-# Container start script. Credentials arrive in the environment at run time and are
-# scrubbed from it before any service starts; nothing secret is baked into the image.
-set -eu
-mkdir -p /run/sshd /root/.ssh /workspace
-chmod 700 /root/.ssh
-
-if [ -n "${GPUCLOUD_ROOT_PASSWORD_HASH:-}" ]; then
-    usermod -p "$GPUCLOUD_ROOT_PASSWORD_HASH" root
-elif [ -n "${GPUCLOUD_ROOT_PASSWORD:-}" ]; then
-    printf 'root:%s\n' "$GPUCLOUD_ROOT_PASSWORD" | chpasswd
-else
-    passwd -l root >/dev/null
-fi
-printf '%s\n' "${GPUCLOUD_AUTHORIZED_KEYS:-}" > /root/.ssh/authorized_keys
-chmod 600 /root/.ssh/authorized_keys
-
-[ -f /etc/ssh/ssh_host_ed25519_key ] || ssh-keygen -q -A
-PASSWORD_AUTH="${GPUCLOUD_SSH_PASSWORD_AUTH:-yes}"
-cat > /etc/ssh/sshd_config.d/gpucloud.conf <<CONF
-PermitRootLogin yes
-PasswordAuthentication $PASSWORD_AUTH
-KbdInteractiveAuthentication no
-UsePAM no
-CONF
-
-TOKEN="${GPUCLOUD_JUPYTER_TOKEN:-}"
-unset GPUCLOUD_ROOT_PASSWORD GPUCLOUD_ROOT_PASSWORD_HASH GPUCLOUD_JUPYTER_TOKEN
-if [ -n "$TOKEN" ]; then
-    GPUCLOUD_HTTP_TOKEN="$TOKEN" python3 /usr/local/bin/gpucloud-tokenhttp &
-fi
-exec /usr/sbin/sshd -D -e
+# The test image's start script: the shared part of every catalog image
+# (templates_app/images/common/gpucloud-common.sh, copied in by scripts/build-test-image)
+# with the stand-in JupyterLab on 8888 and web terminal on 7681. The catalog's own start
+# scripts are in the image too (/opt/gpucloud/images/<slug>/start.sh) for tests to run.
+. /opt/gpucloud/gpucloud-common.sh
+gpucloud_init
+gpucloud_start_jupyter 8888
+gpucloud_start_terminal 7681
+gpucloud_exec_sshd

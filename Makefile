@@ -1,0 +1,25 @@
+# `make images` builds the catalog's images from templates_app/images/<slug>/ where a
+# registry is reachable (the base images are pulled). The tags are the `image` of each
+# entry in templates_app/catalog.py; tests/access/test_images.py checks that they agree.
+# `make test-image` builds the local CI image that runs the same start scripts.
+
+DOCKER ?= docker
+IMAGES_DIR := templates_app/images
+SLUGS := pytorch tensorflow comfyui vllm stable-diffusion base-cuda
+
+IMAGE_pytorch := gpucloud/pytorch:2-cuda12
+IMAGE_tensorflow := gpucloud/tensorflow:latest-gpu
+IMAGE_comfyui := gpucloud/comfyui:latest
+IMAGE_vllm := gpucloud/vllm-openai:latest
+IMAGE_stable-diffusion := gpucloud/stable-diffusion-forge:latest
+IMAGE_base-cuda := gpucloud/cuda:12-devel
+
+.PHONY: images test-image $(addprefix image-,$(SLUGS))
+
+images: $(addprefix image-,$(SLUGS))
+
+$(addprefix image-,$(SLUGS)): image-%:
+	$(DOCKER) build --pull -f $(IMAGES_DIR)/$*/Dockerfile -t $(IMAGE_$*) $(IMAGES_DIR)
+
+test-image:
+	scripts/build-test-image

@@ -1,0 +1,7 @@
+#!/bin/sh
+# Base CUDA: sshd, code-server (8080) and a web terminal (7681).
+. /opt/gpucloud/gpucloud-common.sh
+gpucloud_init
+gpucloud_start_code_server 8080
+gpucloud_start_terminal 7681
+gpucloud_exec_sshd

@@ -1,0 +1,7 @@
+#!/bin/sh
+# TensorFlow: sshd, JupyterLab (8888) and a web terminal (7681).
+. /opt/gpucloud/gpucloud-common.sh
+gpucloud_init
+gpucloud_start_jupyter 8888
+gpucloud_start_terminal 7681
+gpucloud_exec_sshd
