@@ -1,6 +1,27 @@
+from __future__ import annotations
+
 from django.apps import AppConfig
 
 
 class BillingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "billing"
+
+    def ready(self) -> None:
+        from django.db.models.signals import pre_save
+        from django.utils import timezone
+
+        from instances.models import GpuType
+
+        def record_rate_change(sender, instance, raw=False, **kwargs) -> None:
+            # Price edits made anywhere (the admin, a shell) enter the history billing
+            # prices segments from; billing.services.gpu_type_rate_set records its own.
+            if raw or instance.pk is None:
+                return
+            old = GpuType.objects.filter(pk=instance.pk).values_list("rate_per_hour", flat=True).first()
+            if old is not None and old != instance.rate_per_hour:
+                from billing.services import gpu_rate_record
+
+                gpu_rate_record(gpu_type=instance, old_rate=old, new_rate=instance.rate_per_hour, now=timezone.now())
+
+        pre_save.connect(record_rate_change, sender=GpuType, dispatch_uid="billing.record_rate_change")

@@ -1,1 +1,148 @@
-# Create your models here.
+"""Billing: usage segments, the ledger, per-user accounts and the GPU price history.
+
+Money is Decimal. A user's balance is the sum of their ledger; `BillingAccount.balance_usd`
+caches that sum and is moved in the same transaction as every ledger insert (see
+billing.services), so reads and enforcement never aggregate the whole ledger.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from instances.models import GpuType, Instance, InstanceEvent
+
+# Storage is priced per GB per month; a billing month is 30 days of seconds.
+SECONDS_PER_MONTH = 30 * 24 * 3600
+SECONDS_PER_HOUR = 3600
+GPU_MINIMUM_SECONDS = 60
+
+
+class BillingAccount(models.Model):
+    """One per user: the cached balance, the Stripe customer and enforcement state."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="billing_account")
+    balance_usd = models.DecimalField(max_digits=24, decimal_places=12, default=Decimal(0))
+    stripe_customer_id = models.CharField(max_length=255, blank=True)
+    # When the balance was first seen at or below zero; cleared once it is positive again.
+    depleted_since = models.DateTimeField(null=True, blank=True)
+    # The lowest low-balance threshold already emailed about; re-armed when the balance rises.
+    low_balance_notified_usd = models.DecimalField(max_digits=12, decimal_places=2, null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("user__username",)
+
+    def __str__(self) -> str:
+        return f"{self.user} (${self.balance_usd:.2f})"
+
+
+class GpuRate(models.Model):
+    """Price history of a GPU type, so a segment is priced at the rate in force when it opened."""
+
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.CASCADE, related_name="rate_history")
+    rate_per_hour = models.DecimalField(max_digits=10, decimal_places=4)
+    effective_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ("gpu_type", "-effective_at")
+        indexes = [models.Index(fields=["gpu_type", "effective_at"], name="gpurate_type_effective")]
+
+    def __str__(self) -> str:
+        return f"{self.gpu_type.sku} ${self.rate_per_hour}/h from {self.effective_at:%Y-%m-%d %H:%M:%S}"
+
+
+class UsageRecord(models.Model):
+    """A billed segment: a GPU run (one per `started` event) or a stopped instance's storage
+    (one per `ended` event).
+
+    cost = rate_usd * max(minimum_seconds, seconds) / rate_period_seconds, rounded half-up to
+    the cent once, when the segment closes. While open, `billed_usd` (high precision) is what
+    the ledger holds for it up to the `billed_until` watermark.
+    """
+
+    class Kind(models.TextChoices):
+        GPU = "gpu", "GPU"
+        STORAGE = "storage", "Storage"
+
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="usage_records")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
+    gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    gpu_name = models.CharField(max_length=128, blank=True)
+    storage_gb = models.PositiveIntegerField(null=True, blank=True)
+    start_event = models.OneToOneField(InstanceEvent, on_delete=models.PROTECT, related_name="usage_record")
+    end_event = models.ForeignKey(InstanceEvent, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    # GPU: the hourly rate (period 3600 s). Storage: storage_gb * $/GB-month (period 30 days).
+    rate_usd = models.DecimalField(max_digits=16, decimal_places=6)
+    rate_period_seconds = models.PositiveIntegerField()
+    minimum_seconds = models.PositiveIntegerField(default=0)
+    billed_until = models.DateTimeField()
+    billed_usd = models.DecimalField(max_digits=24, decimal_places=12, default=Decimal(0))
+    duration_seconds = models.PositiveIntegerField(null=True, blank=True)
+    cost_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ("-started_at", "-id")
+        constraints = [
+            models.CheckConstraint(condition=Q(kind__in=["gpu", "storage"]), name="usage_kind_valid"),
+            models.CheckConstraint(condition=Q(billed_until__gte=models.F("started_at")), name="usage_watermark_valid"),
+            models.CheckConstraint(condition=Q(rate_period_seconds__gt=0), name="usage_period_positive"),
+        ]
+        indexes = [
+            models.Index(fields=["user", "-started_at"], name="usage_user_started"),
+            models.Index(fields=["id"], condition=Q(closed_at__isnull=True), name="usage_open"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.instance_id} from {self.started_at:%Y-%m-%d %H:%M:%S}"
+
+    @property
+    def rate_per_hour(self) -> Decimal:
+        return self.rate_usd * SECONDS_PER_HOUR / self.rate_period_seconds
+
+
+class LedgerEntry(models.Model):
+    """One movement of money: credits are positive, charges negative. Append-only."""
+
+    class Kind(models.TextChoices):
+        TOPUP = "topup", "Top-up"
+        GPU_USAGE = "gpu-usage", "GPU usage"
+        STORAGE = "storage", "Storage"
+        REFUND = "refund", "Refund"
+        ADJUSTMENT = "adjustment", "Operator adjustment"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    amount_usd = models.DecimalField(max_digits=24, decimal_places=12)
+    idempotency_key = models.CharField(max_length=200, unique=True)
+    at = models.DateTimeField(default=timezone.now)
+    usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
+    # The PaymentIntent (top-up) or Refund id at Stripe.
+    stripe_id = models.CharField(max_length=255, blank=True)
+    operator = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+    )
+    reason = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ("-at", "-id")
+        verbose_name_plural = "ledger entries"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment"]),
+                name="ledger_kind_valid",
+            ),
+        ]
+        indexes = [models.Index(fields=["user", "-at"], name="ledger_user_at")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount_usd:+.2f} ({self.idempotency_key})"

@@ -1,0 +1,58 @@
+"""Billing reads: balances, usage and the ledger, scoped to a user."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import Count, QuerySet, Sum
+from django.db.models.functions import TruncMonth
+
+from billing.errors import InvalidMonth
+from billing.models import BillingAccount, LedgerEntry, UsageRecord
+
+
+def balance_get(*, user: Any) -> Decimal:
+    """The user's balance (the cached sum of their ledger), at full precision."""
+    value = BillingAccount.objects.filter(user_id=user.pk).values_list("balance_usd", flat=True).first()
+    return value if value is not None else Decimal(0)
+
+
+def balance_from_ledger(*, user: Any) -> Decimal:
+    """The balance recomputed from the ledger itself (audits and tests)."""
+    return LedgerEntry.objects.filter(user_id=user.pk).aggregate(total=Sum("amount_usd"))["total"] or Decimal(0)
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """`YYYY-MM` → [first instant, first instant of the next month). Raises InvalidMonth."""
+    try:
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+    except (TypeError, ValueError) as exc:
+        raise InvalidMonth(detail={"month": str(month)}) from exc
+    end = start.replace(year=start.year + 1, month=1) if start.month == 12 else start.replace(month=start.month + 1)
+    return start, end
+
+
+def usage_list(*, user: Any, month: str | None = None) -> QuerySet[UsageRecord]:
+    """The user's usage segments, newest first; with `month`, those that started in it."""
+    qs = UsageRecord.objects.filter(user_id=user.pk).select_related("instance", "gpu_type")
+    if month:
+        start, end = month_bounds(month)
+        qs = qs.filter(started_at__gte=start, started_at__lt=end)
+    return qs.order_by("-started_at", "-id")
+
+
+def ledger_list(*, user: Any) -> QuerySet[LedgerEntry]:
+    return LedgerEntry.objects.filter(user_id=user.pk).select_related("usage").order_by("-at", "-id")
+
+
+def usage_summary(*, queryset: QuerySet[UsageRecord] | None = None) -> list[dict[str, Any]]:
+    """Usage per user, kind, GPU type and month: segments, seconds and cost billed so far."""
+    qs = UsageRecord.objects.all() if queryset is None else queryset
+    return list(
+        qs.annotate(month=TruncMonth("started_at"))
+        .values("user__username", "kind", "gpu_type__sku", "month")
+        .annotate(segments=Count("id"), seconds=Sum("duration_seconds"), cost_usd=Sum("billed_usd"))
+        .order_by("-month", "user__username", "kind", "gpu_type__sku")
+    )

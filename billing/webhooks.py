@@ -1,0 +1,92 @@
+"""Stripe webhook handling, called by dj-stripe after it verified the signature.
+
+dj-stripe's view checks `Stripe-Signature` against the WebhookEndpoint row's secret
+(400 and nothing processed when it fails), stores a WebhookEventTrigger and calls
+DJSTRIPE_WEBHOOK_EVENT_CALLBACK inside its transaction. We handle the payload here
+instead of dj-stripe's object sync, which would call back to Stripe for every event.
+Credits and debits are keyed by the PaymentIntent / Refund id, so duplicate and
+out-of-order deliveries post nothing more.
+"""
+
+from __future__ import annotations
+
+import logging
+from decimal import Decimal
+from typing import Any
+
+from django.contrib.auth import get_user_model
+
+from billing import services
+from billing.models import BillingAccount, LedgerEntry
+
+logger = logging.getLogger("billing.webhooks")
+
+
+def webhook_event_callback(trigger: Any, api_key: str | None = None) -> None:
+    event = trigger.json_body
+    kind = event.get("type", "")
+    obj = (event.get("data") or {}).get("object") or {}
+    if kind == "payment_intent.succeeded":
+        _payment_succeeded(obj)
+    elif kind == "charge.refunded":
+        for refund in (obj.get("refunds") or {}).get("data") or []:
+            _refunded({**refund, "payment_intent": refund.get("payment_intent") or obj.get("payment_intent")}, obj)
+    elif kind in ("refund.created", "charge.refund.updated", "refund.updated"):
+        _refunded(obj, obj)
+    else:
+        logger.info("stripe event %s ignored", kind)
+    trigger.processed = True
+
+
+def _cents(value: Any) -> Decimal:
+    return Decimal(int(value)) / 100
+
+
+def _user_id(obj: dict, *, payment_intent_id: str = "") -> int | None:
+    """Who a Stripe object belongs to: the top-up already credited, our metadata, or the customer."""
+    if payment_intent_id:
+        owner = LedgerEntry.objects.filter(idempotency_key=f"topup:{payment_intent_id}").values("user_id").first()
+        if owner:
+            return owner["user_id"]
+    user_id = (obj.get("metadata") or {}).get("user_id")
+    if user_id and str(user_id).isdigit() and get_user_model().objects.filter(pk=int(user_id)).exists():
+        return int(user_id)
+    customer = obj.get("customer")
+    if isinstance(customer, dict):
+        customer = customer.get("id")
+    if customer:
+        account = BillingAccount.objects.filter(stripe_customer_id=customer).values("user_id").first()
+        if account:
+            return account["user_id"]
+    return None
+
+
+def _payment_succeeded(intent: dict) -> None:
+    if str(intent.get("currency", "")).lower() != "usd":
+        logger.warning("payment %s in %s ignored: only USD top-ups", intent.get("id"), intent.get("currency"))
+        return
+    user_id = _user_id(intent)
+    if user_id is None:
+        logger.warning("payment %s belongs to no user; not credited", intent.get("id"))
+        return
+    amount = intent.get("amount_received") or intent.get("amount") or 0
+    entry = services.topup_credit(user_id=user_id, payment_intent_id=intent["id"], amount_usd=_cents(amount))
+    logger.info("payment %s %s", intent["id"], "credited" if entry else "already credited")
+
+
+def _refunded(refund: dict, source: dict) -> None:
+    if refund.get("status") not in (None, "succeeded", "pending"):
+        return
+    payment_intent_id = refund.get("payment_intent") or ""
+    if isinstance(payment_intent_id, dict):
+        payment_intent_id = payment_intent_id.get("id", "")
+    user_id = _user_id(source, payment_intent_id=payment_intent_id)
+    if user_id is None:
+        logger.warning("refund %s belongs to no user; not debited", refund.get("id"))
+        return
+    services.refund_debit(
+        user_id=user_id,
+        refund_id=refund["id"],
+        amount_usd=_cents(refund.get("amount") or 0),
+        payment_intent_id=payment_intent_id,
+    )
