@@ -33,8 +33,9 @@ def _secret_key() -> str:
 
 def _client() -> stripe_sdk.StripeClient:
     kwargs: dict = {"max_network_retries": 1}
-    if settings.STRIPE_API_HOST:
-        kwargs["base_addresses"] = {"api": settings.STRIPE_API_HOST}
+    api_host = getattr(settings, "STRIPE_API_HOST", "")  # localstripe in tests; unset in production
+    if api_host:
+        kwargs["base_addresses"] = {"api": api_host}
     return stripe_sdk.StripeClient(_secret_key(), **kwargs)
 
 

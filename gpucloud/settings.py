@@ -245,6 +245,9 @@ STRIPE_API_HOST = env("STRIPE_API_HOST")
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
+# Webhook payloads are handled by billing (credit/debit once per Stripe id) instead of
+# dj-stripe's object sync, which calls back to Stripe for every event.
+DJSTRIPE_WEBHOOK_EVENT_CALLBACK = "billing.webhooks.webhook_event_callback"
 
 # ---- GPU Cloud -------------------------------------------------------------------
 GPUCLOUD_HOST_NAME = env("GPUCLOUD_HOST_NAME", socket.gethostname().split(".")[0].lower())
@@ -307,6 +310,8 @@ GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
 GPUCLOUD_NEGATIVE_GRACE_SECONDS = env_int("GPUCLOUD_NEGATIVE_GRACE_SECONDS", 300)
 GPUCLOUD_TOPUP_MIN_USD = Decimal(env("GPUCLOUD_TOPUP_MIN_USD", "5"))
 GPUCLOUD_TOPUP_MAX_USD = Decimal(env("GPUCLOUD_TOPUP_MAX_USD", "5000"))
+# A low-balance email goes out once each time the balance falls below one of these.
+GPUCLOUD_LOW_BALANCE_THRESHOLDS_USD = [Decimal(v) for v in env_list("GPUCLOUD_LOW_BALANCE_THRESHOLDS_USD", "10,5,1")]
 
 LOGGING = {
     "version": 1,

@@ -60,10 +60,13 @@ def localstripe() -> Iterator[str]:
                 raise RuntimeError(f"localstripe did not start:\n{log_path.read_text()[-2000:]}") from None
             time.sleep(0.1)
     url = f"http://127.0.0.1:{port}"
-    previous = settings.STRIPE_API_HOST
+    previous = getattr(settings, "STRIPE_API_HOST", None)
     settings.STRIPE_API_HOST = url
     yield url
-    settings.STRIPE_API_HOST = previous
+    if previous is None:
+        del settings.STRIPE_API_HOST
+    else:
+        settings.STRIPE_API_HOST = previous
     proc.terminate()
     proc.wait(timeout=10)
 
