@@ -1,0 +1,153 @@
+"""Level-driven upkeep of one host: reconcile rows with containers, GPU metrics,
+workspace cleanup. Each is correct when a run is skipped or repeated."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.cache import cache
+from django.db import transaction
+from django.utils import timezone
+
+from instances.inventory import gpu_metrics_update
+from instances.models import Host, Instance, PortBinding
+from instances.runtime import LABEL_HOST, LABEL_INSTANCE, ContainerState, DockerRuntime
+from instances.services.common import (
+    CONTAINER_STATUSES,
+    Kind,
+    Source,
+    Status,
+    event_add,
+    exposure_call,
+    logger,
+    release,
+    runtime_for,
+    segment_close,
+)
+from instances.workspaces import workspace_remove
+
+
+@dataclass
+class ReconcileReport:
+    host: str
+    skipped: bool = False
+    containers_removed: list[str] = field(default_factory=list)
+    instances_ended: list[str] = field(default_factory=list)
+    gpus_released: int = 0
+    ports_released: int = 0
+    networks_removed: list[str] = field(default_factory=list)
+
+
+def _end_dead(*, instance: Instance, state: ContainerState | None) -> bool:
+    """A `running` row whose container is gone or not running: close its segment at the
+    container's finish time and record why. False when the row moved on meanwhile."""
+    if state is None:
+        status, reason, finished_at = Status.FAILED, "the container disappeared", None
+    elif state.exit_code == 0 and not state.oom_killed:
+        status, reason, finished_at = Status.STOPPED, "the container exited on its own", state.finished_at
+    else:
+        status, reason, finished_at = Status.FAILED, state.exit_reason, state.finished_at
+    with transaction.atomic():
+        locked = Instance.objects.select_for_update(of=("self",)).get(pk=instance.pk)
+        # Conditional on `running`: a stop or restart requested since is the worker's.
+        if locked.status != Status.RUNNING:
+            return False
+        segment_close(instance=locked, at=finished_at, source=Source.RECONCILER, reason=reason)
+        release(instance=locked)
+        locked.status = status
+        if status == Status.FAILED:
+            locked.last_error = reason
+        locked.save()
+        kind = Kind.FAILED if status == Status.FAILED else Kind.STOPPED
+        event_add(instance=locked, kind=kind, source=Source.RECONCILER, message=reason)
+    return True
+
+
+def host_reconcile(*, host: Host, runtime: DockerRuntime | None = None) -> ReconcileReport:
+    """Make the rows of `host` and the containers labelled with its name agree.
+
+    Dead container under a `running` row → row failed/stopped at its finish time;
+    labelled container with no row that may have one → removed; GPU or ports held by a
+    row that holds none → released. Holds a lock: two runs never overlap (a second is
+    skipped). Raises InfrastructureError when Docker is unreachable.
+    """
+    report = ReconcileReport(host=host.name)
+    key, token = f"gpucloud:reconcile:{host.name}", secrets.token_hex(8)
+    if not cache.add(key, token, timeout=settings.CELERY_TASK_TIME_LIMIT + 60):
+        report.skipped = True
+        return report
+    try:
+        _reconcile(host=host, runtime=runtime_for(host=host, runtime=runtime), report=report)
+    finally:
+        if cache.get(key) == token:
+            cache.delete(key)
+    if report.containers_removed or report.instances_ended or report.gpus_released or report.ports_released:
+        logger.info("reconciled %s: %s", host.name, report)
+    return report
+
+
+def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -> None:
+    # List the containers before reading rows: a row is then never older than the
+    # listing, so a container made after the listing is never taken for a stray.
+    containers = runtime.list(labels={LABEL_HOST: host.name})
+    by_instance = {c.labels.get(LABEL_INSTANCE, ""): c for c in containers}
+    rows = {i.public_id: i for i in Instance.objects.filter(public_id__in=list(by_instance), host=host)}
+    for public_id, container in by_instance.items():
+        row = rows.get(public_id)
+        if row is None or row.status not in CONTAINER_STATUSES:
+            # By id, not name: a start since the listing may have made a new one.
+            runtime.remove(container.id, network=container.name)
+            report.containers_removed.append(container.name)
+
+    for instance in Instance.objects.filter(host=host, status=Status.RUNNING):
+        state = runtime.inspect(instance.container_name)  # fresh: the listing may be stale
+        if state is not None and state.running:
+            continue
+        if _end_dead(instance=instance, state=state):
+            runtime.remove(instance.container_name, network=instance.container_name)
+            report.instances_ended.append(instance.public_id)
+            exposure_call(instance=instance, publish=False)
+
+    resting = Instance.objects.filter(host=host).exclude(status__in=CONTAINER_STATUSES).exclude(status=Status.PENDING)
+    report.gpus_released = resting.filter(gpu__isnull=False).exclude(status__in=Instance.GPU_HOLDING).update(gpu=None)
+    report.ports_released, _ = PortBinding.objects.filter(host=host, instance__in=resting).delete()
+
+    live = set(Instance.objects.filter(host=host, status__in=CONTAINER_STATUSES).values_list("public_id", flat=True))
+    for network in runtime.networks(labels={LABEL_HOST: host.name}):
+        if network.removeprefix("gpucloud-") not in live and network not in {c.name for c in containers}:
+            runtime.remove_network(network)
+            report.networks_removed.append(network)
+
+
+def gpu_metrics_refresh(*, host: Host) -> int:
+    """Store NVML metrics of the host's real GPUs; simulated GPUs report none (logged)."""
+    updated = gpu_metrics_update(host=host)
+    simulated = host.gpus.filter(simulated=True).count()
+    if simulated:
+        logger.debug("host %s: %d simulated GPU(s) have no metrics", host.name, simulated)
+    return updated
+
+
+def workspace_cleanup(*, host: Host, grace_seconds: int | None = None) -> list[str]:
+    """Remove the workspaces of instances terminated more than the grace period ago.
+
+    Returns the public ids cleaned. Idempotent: a removed workspace is marked.
+    """
+    grace = settings.GPUCLOUD_WORKSPACE_GRACE_SECONDS if grace_seconds is None else grace_seconds
+    cutoff = timezone.now() - timedelta(seconds=grace)
+    due = Instance.objects.filter(
+        host=host, status=Status.TERMINATED, workspace_removed_at__isnull=True, terminated_at__lte=cutoff
+    )
+    cleaned = []
+    for instance in due:
+        workspace_remove(instance=instance)
+        with transaction.atomic():
+            if Instance.objects.filter(pk=instance.pk, workspace_removed_at__isnull=True).update(
+                workspace_removed_at=timezone.now()
+            ):
+                event_add(instance=instance, kind=Kind.WORKSPACE_REMOVED, source=Source.WORKER)
+        cleaned.append(instance.public_id)
+    return cleaned

@@ -1,0 +1,242 @@
+"""Worker-side lifecycle: what the host's Celery worker does to its Docker engine.
+
+Every function here is safe to run twice: it works under the instance's lock
+(instance_lock), does nothing unless the row is in the status it expects, finds the
+container by its deterministic name, and changes the row with the row lock held.
+Docker is never called inside a transaction.
+"""
+
+from __future__ import annotations
+
+import warnings
+from datetime import datetime
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from instances.crypto import decrypt
+from instances.errors import RuntimeFailure
+from instances.models import Instance
+from instances.runtime import LABEL_HOST, LABEL_INSTANCE, LABEL_OWNER, ContainerSpec, DockerRuntime, PortSpec
+from instances.services.common import (
+    Kind,
+    Source,
+    Status,
+    event_add,
+    exposure_call,
+    instance_lock,
+    logger,
+    release,
+    runtime_for,
+    segment_close,
+    segment_is_open,
+    segment_open,
+)
+from instances.workspaces import workspace_ensure
+
+STOP_TIMEOUT_SECONDS = 10
+
+
+def _password_env(password: str) -> dict[str, str]:
+    """The root password as a SHA-512 crypt hash where possible, so `docker inspect`
+    shows no plain password; the start script accepts either form."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import crypt  # removed in Python 3.13: fall back to the plain form there
+
+        return {"GPUCLOUD_ROOT_PASSWORD_HASH": crypt.crypt(password, crypt.mksalt(crypt.METHOD_SHA512))}
+    except ImportError:
+        return {"GPUCLOUD_ROOT_PASSWORD": password}
+
+
+def container_spec(*, instance: Instance, workspace: str) -> ContainerSpec:
+    """The container of `instance`: hardened, pinned to its GPU, its ports on the
+    host's bind address, its workspace the only host path."""
+    template, gpu, host, gpu_type = instance.template, instance.gpu, instance.host, instance.gpu_type
+    if gpu is None or host is None:
+        raise RuntimeFailure("the instance holds no GPU on a host")
+    env = {str(k): str(v) for k, v in (template.env or {}).items()}
+    env.update(instance.env or {})
+    env.update(_password_env(decrypt(instance.password_encrypted)))
+    env.update(
+        {
+            "GPUCLOUD_AUTHORIZED_KEYS": "\n".join(instance.ssh_public_keys or []),
+            "GPUCLOUD_SSH_PASSWORD_AUTH": "yes" if instance.ssh_password_auth else "no",
+            "GPUCLOUD_JUPYTER_TOKEN": decrypt(instance.access_token_encrypted),
+            "GPUCLOUD_INSTANCE_ID": instance.public_id,
+        }
+    )
+    if gpu.simulated:
+        # No device request (no NVIDIA runtime needed); the index stands in for the GPU.
+        env["NVIDIA_VISIBLE_DEVICES"] = str(gpu.index)
+    return ContainerSpec(
+        name=instance.container_name,
+        image=template.image,
+        command=list(template.command) or None,
+        labels={LABEL_INSTANCE: instance.public_id, LABEL_OWNER: str(instance.owner_id), LABEL_HOST: host.name},
+        env=env,
+        workspace=workspace,
+        workspace_path=template.volume_path or "/workspace",
+        bind_address=host.bind_address,
+        ports=[PortSpec(container_port=b.container_port, host_port=b.host_port) for b in instance.ports.all()],
+        cap_add=list(template.cap_add or []),
+        cpu_limit=float(gpu_type.cpu_limit),
+        memory_mb=int(gpu_type.ram_limit_mb),
+        pids_limit=settings.GPUCLOUD_PIDS_LIMIT,
+        gpu_uuid=None if gpu.simulated else gpu.uuid,
+    )
+
+
+def _load(instance_id: int) -> Instance:
+    return Instance.objects.select_related("host", "gpu", "gpu_type", "template").get(pk=instance_id)
+
+
+def _locked(instance_id: int) -> Instance:
+    return Instance.objects.select_for_update(of=("self",)).select_related("host", "gpu").get(pk=instance_id)
+
+
+def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> Instance:
+    """Make the container, wait for its ports, mark it running; on any refusal remove
+    what was made and mark it failed."""
+    try:
+        workspace = workspace_ensure(instance=instance)
+        state = runtime.run(container_spec(instance=instance, workspace=str(workspace)))
+        Instance.objects.filter(pk=instance.pk).update(container_id=state.id)
+        ports = [b.container_port for b in instance.ports.all()]
+        runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
+    except RuntimeFailure as exc:
+        runtime.remove(instance.container_name)
+        return _finish(instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message)
+    now = timezone.now()
+    with transaction.atomic():
+        locked = _locked(instance.pk)
+        if locked.status != expected:  # destroyed meanwhile: the destroy task removes it
+            return locked
+        locked.status, locked.container_id, locked.last_error, locked.stop_reason = Status.RUNNING, state.id, "", ""
+        segment_open(instance=locked, at=now, source=Source.WORKER, data={"gpu": locked.gpu.uuid})
+        locked.save(update_fields=["status", "container_id", "last_error", "stop_reason", "started_at", "updated_at"])
+    logger.info("instance %s running in %s", locked.public_id, state.id[:12])
+    exposure_call(instance=locked, publish=True)
+    return locked
+
+
+def _finish(
+    *,
+    instance_id: int,
+    expected: tuple[str, ...],
+    status: str,
+    reason: str = "",
+    finished_at: datetime | None = None,
+    source: str = Source.WORKER,
+) -> Instance:
+    """Move the row from `expected` to a resting status (stopped, failed, terminated):
+    close the running segment at `finished_at`, free the GPU and ports, record why."""
+    with transaction.atomic():
+        locked = _locked(instance_id)
+        if locked.status not in expected:
+            return locked
+        segment_close(instance=locked, at=finished_at, source=source, reason=reason)
+        release(instance=locked)
+        locked.status = status
+        kind = {Status.FAILED: Kind.FAILED, Status.STOPPED: Kind.STOPPED, Status.TERMINATED: Kind.TERMINATED}[status]
+        if status == Status.FAILED:
+            locked.last_error = reason
+        if status == Status.TERMINATED:
+            locked.terminated_at = timezone.now()
+        locked.save()
+        event_add(instance=locked, kind=kind, source=source, message=reason)
+    logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
+    exposure_call(instance=locked, publish=False)
+    return locked
+
+
+def _take_down(*, instance: Instance, runtime: DockerRuntime) -> datetime | None:
+    """Stop (gracefully) and remove the container and its network; its finish time."""
+    state = runtime.stop(instance.container_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
+    runtime.remove(instance.container_name, network=instance.container_name)
+    return state.finished_at if state is not None else None
+
+
+def instance_provision(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:
+    """Provision a pending instance: workspace, container, ports answering → running.
+
+    Any refusal ends it `failed` with the reason, its GPU and ports released and no
+    container left. Raises InfrastructureError (retried) when Docker is unreachable.
+    """
+    with instance_lock(instance_id=instance_id):
+        instance = _load(instance_id)
+        if instance.status == Status.PENDING:
+            with transaction.atomic():
+                if not Instance.objects.filter(pk=instance_id, status=Status.PENDING).update(
+                    status=Status.PROVISIONING, updated_at=timezone.now()
+                ):
+                    return _load(instance_id)
+                event_add(instance=instance, kind=Kind.PROVISIONING, source=Source.WORKER)
+            instance.status = Status.PROVISIONING
+        if instance.status != Status.PROVISIONING:
+            return instance  # already running, failed, or destroyed: nothing to do
+        return _bring_up(
+            instance=instance, expected=Status.PROVISIONING, runtime=runtime_for(host=instance.host, runtime=runtime)
+        )
+
+
+def instance_start_execute(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:
+    """Bring a `starting` instance up (a start, or a restart of a running one).
+
+    A restart first stops the old container and ends its segment at its finish time.
+    """
+    with instance_lock(instance_id=instance_id):
+        instance = _load(instance_id)
+        if instance.status != Status.STARTING:
+            return instance
+        runtime = runtime_for(host=instance.host, runtime=runtime)
+        if segment_is_open(instance):
+            finished_at = _take_down(instance=instance, runtime=runtime)
+            with transaction.atomic():
+                locked = _locked(instance_id)
+                segment_close(instance=locked, at=finished_at, source=Source.WORKER, reason="restart")
+                locked.save(update_fields=["stopped_at", "updated_at"])
+        return _bring_up(instance=instance, expected=Status.STARTING, runtime=runtime)
+
+
+def instance_stop_execute(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:
+    """Stop a `stopping` instance: container stopped and removed (the workspace stays),
+    segment ended at the container's finish time, GPU and ports released."""
+    with instance_lock(instance_id=instance_id):
+        instance = _load(instance_id)
+        if instance.status != Status.STOPPING:
+            return instance
+        finished_at = _take_down(instance=instance, runtime=runtime_for(host=instance.host, runtime=runtime))
+        return _finish(
+            instance_id=instance_id, expected=(Status.STOPPING,), status=Status.STOPPED, finished_at=finished_at
+        )
+
+
+def instance_destroy_execute(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:
+    """Destroy a `terminating` instance: container and network removed, segment ended,
+    GPU and ports released. The workspace goes later (workspace_cleanup)."""
+    with instance_lock(instance_id=instance_id):
+        instance = _load(instance_id)
+        if instance.status != Status.TERMINATING:
+            return instance
+        finished_at = None
+        if instance.host is not None:
+            finished_at = _take_down(instance=instance, runtime=runtime_for(host=instance.host, runtime=runtime))
+        return _finish(
+            instance_id=instance_id, expected=(Status.TERMINATING,), status=Status.TERMINATED, finished_at=finished_at
+        )
+
+
+def instance_give_up(*, instance_id: int, expected: str, reason: str) -> Instance:
+    """End an instance stuck in `expected` (the engine never answered) as `failed`.
+
+    Its GPU and ports are released; a container left behind is the reconciler's.
+    """
+    return _finish(
+        instance_id=instance_id,
+        expected=(expected,),
+        status=Status.FAILED,
+        reason=f"the host's container engine did not answer: {reason}",
+    )

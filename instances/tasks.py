@@ -1,0 +1,108 @@
+"""Celery entry points of the instances app: load by id, call one service.
+
+Host work runs on the host's queue (`host.<name>`); the periodic fan-outs run on
+"default" and enqueue one task per host. Every task is safe to run twice (see
+instances.services.worker), hence acks_late. Only InfrastructureError (Docker
+unreachable, another task holding the instance) is retried, with backoff; a domain
+error is final. Provisioning that runs out of retries ends `failed`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from celery import shared_task
+
+from instances import services
+from instances.errors import InfrastructureError
+from instances.models import Host, Instance
+
+logger = logging.getLogger(__name__)
+
+MAX_RETRIES = 8
+HOST_TASK = {"bind": True, "acks_late": True, "reject_on_worker_lost": True, "max_retries": MAX_RETRIES}
+
+
+def _backoff(retries: int) -> int:
+    # 2, 4, 8 … 60 s: well under the broker's visibility timeout.
+    return min(60, 2 ** (retries + 1))
+
+
+def _run(task: Any, work: Callable[..., Instance], instance_id: int, *, give_up: str | None = None) -> str:
+    try:
+        return work(instance_id=instance_id).status
+    except InfrastructureError as exc:
+        if task.request.retries >= task.max_retries and give_up:
+            logger.warning("instance %s: giving up after %s retries: %s", instance_id, task.max_retries, exc.code)
+            return services.instance_give_up(instance_id=instance_id, expected=give_up, reason=exc.message).status
+        raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
+
+
+@shared_task(**HOST_TASK)
+def instance_provision(self: Any, *, instance_id: int) -> str:
+    return _run(self, services.instance_provision, instance_id, give_up="provisioning")
+
+
+@shared_task(**HOST_TASK)
+def instance_start_task(self: Any, *, instance_id: int) -> str:
+    return _run(self, services.instance_start_execute, instance_id, give_up="starting")
+
+
+@shared_task(**HOST_TASK)
+def instance_stop_task(self: Any, *, instance_id: int) -> str:
+    return _run(self, services.instance_stop_execute, instance_id)
+
+
+@shared_task(**HOST_TASK)
+def instance_restart_task(self: Any, *, instance_id: int) -> str:
+    # A restart is a start of a `starting` instance whose segment is still open.
+    return _run(self, services.instance_start_execute, instance_id, give_up="starting")
+
+
+@shared_task(**HOST_TASK)
+def instance_destroy_task(self: Any, *, instance_id: int) -> str:
+    return _run(self, services.instance_destroy_execute, instance_id)
+
+
+@shared_task(bind=True, acks_late=True, max_retries=3)
+def reconcile_host(self: Any, *, host_id: int) -> dict[str, Any]:
+    host = Host.objects.get(pk=host_id)
+    try:
+        report = services.host_reconcile(host=host)
+    except InfrastructureError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    return {"skipped": report.skipped, "ended": report.instances_ended, "removed": report.containers_removed}
+
+
+@shared_task(acks_late=True)
+def gpu_metrics_host(*, host_id: int) -> int:
+    return services.gpu_metrics_refresh(host=Host.objects.get(pk=host_id))
+
+
+@shared_task(acks_late=True)
+def workspace_cleanup_host(*, host_id: int) -> list[str]:
+    return services.workspace_cleanup(host=Host.objects.get(pk=host_id))
+
+
+def _fan_out(task: Any) -> int:
+    hosts = list(Host.objects.exclude(status=Host.Status.OFFLINE))
+    for host in hosts:
+        task.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
+    return len(hosts)
+
+
+@shared_task
+def reconcile_all_hosts() -> int:
+    return _fan_out(reconcile_host)
+
+
+@shared_task
+def gpu_metrics_all_hosts() -> int:
+    return _fan_out(gpu_metrics_host)
+
+
+@shared_task
+def workspace_cleanup_all_hosts() -> int:
+    return _fan_out(workspace_cleanup_host)
