@@ -1,1 +1,73 @@
-# Create your views here.
+"""The customer's billing page: balance, top-up through Stripe, usage and ledger."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.db.models import Count, Sum
+from django.db.models.functions import TruncMonth
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET, require_POST
+
+from billing import selectors, services
+
+
+def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
+    usage = selectors.usage_list(user=request.user)
+    months = (
+        usage.order_by()
+        .annotate(month=TruncMonth("started_at"))
+        .values("month", "kind")
+        .annotate(segments=Count("id"), seconds=Sum("duration_seconds"), cost=Sum("billed_usd"))
+        .order_by("-month", "kind")
+    )
+    return {
+        "balance": selectors.balance_get(user=request.user),
+        "usage": usage[:50],
+        "months": [{**m, "hours": Decimal(m["seconds"] or 0) / 3600} for m in months],
+        "ledger": selectors.ledger_list(user=request.user)[:50],
+        "topup_min": settings.GPUCLOUD_TOPUP_MIN_USD,
+        "topup_max": settings.GPUCLOUD_TOPUP_MAX_USD,
+        "amount": extra.pop("amount", Decimal("20.00")),
+        **extra,
+    }
+
+
+@login_required
+@require_GET
+def billing(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/billing.html", _context(request))
+
+
+@login_required
+@require_GET
+def balance_partial(request: HttpRequest) -> HttpResponse:
+    return render(request, "billing/_balance.html", {"balance": selectors.balance_get(user=request.user)})
+
+
+@login_required
+@require_POST
+def topup(request: HttpRequest) -> HttpResponse:
+    """Create the PaymentIntent for the chosen amount, then show the card step."""
+    amount = request.POST.get("amount_usd", "").strip()
+    try:
+        intent = services.topup_create(user=request.user, amount_usd=amount)
+    except Exception as exc:
+        if not (hasattr(exc, "code") and hasattr(exc, "message")):
+            raise
+        return render(request, "billing/billing.html", _context(request, error=exc, amount=amount), status=exc.status)
+    publishable = settings.STRIPE_LIVE_PUBLIC_KEY if settings.STRIPE_LIVE_MODE else settings.STRIPE_TEST_PUBLIC_KEY
+    return render(
+        request,
+        "billing/topup_card.html",
+        {
+            "intent": intent,
+            "amount_usd": Decimal(intent.amount_cents) / 100,
+            "publishable_key": publishable,
+            "stripe_js_url": settings.GPUCLOUD_STRIPE_JS_URL,
+        },
+    )

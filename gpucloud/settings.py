@@ -72,6 +72,11 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "django_htmx",
     "djstripe",
+    "allauth",
+    "allauth.account",
+    "allauth.socialaccount",
+    "allauth.socialaccount.providers.github",
+    "allauth.socialaccount.providers.google",
     "templates_app",
     "instances",
     "billing",
@@ -87,6 +92,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "allauth.account.middleware.AccountMiddleware",
 ]
 
 ROOT_URLCONF = "gpucloud.urls"
@@ -101,6 +107,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "billing.web.balance",
             ],
         },
     },
@@ -138,7 +145,9 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "gpucloud" / "static"]
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on a missing root
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -149,7 +158,32 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 
-LOGIN_URL = "/admin/login/"
+# Customers sign in with django-allauth (email + password, verified email; GitHub or
+# Google when their keys are set). Operators also use /admin/login/.
+LOGIN_URL = "/accounts/login/"
+LOGIN_REDIRECT_URL = "/"
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "allauth.account.auth_backends.AuthenticationBackend",
+]
+ACCOUNT_LOGIN_METHODS = {"email"}
+ACCOUNT_SIGNUP_FIELDS = ["email*", "password1*", "password2*"]
+ACCOUNT_EMAIL_VERIFICATION = env("ACCOUNT_EMAIL_VERIFICATION", "mandatory")
+ACCOUNT_UNIQUE_EMAIL = True
+ACCOUNT_LOGOUT_REDIRECT_URL = "/accounts/login/"
+ACCOUNT_LOGIN_ON_EMAIL_CONFIRMATION = True
+ACCOUNT_EMAIL_SUBJECT_PREFIX = "[GPU Cloud] "
+# Failed logins are throttled per IP and per account (allauth's rate limits).
+ACCOUNT_RATE_LIMITS = {"login_failed": env("GPUCLOUD_LOGIN_FAILED_RATE", "10/m/ip,5/5m/key")}
+SOCIALACCOUNT_PROVIDERS: dict[str, dict] = {}
+for _provider in ("github", "google"):
+    _client_id = env(f"{_provider.upper()}_CLIENT_ID")
+    if _client_id:
+        SOCIALACCOUNT_PROVIDERS[_provider] = {
+            "APPS": [{"client_id": _client_id, "secret": env(f"{_provider.upper()}_CLIENT_SECRET"), "key": ""}],
+            "SCOPE": ["user:email"] if _provider == "github" else ["profile", "email"],
+        }
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = True
 
 # Security in production (manage.py check --deploy).
 if not DEBUG:
@@ -233,6 +267,11 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 
 EMAIL_BACKEND = env("EMAIL_BACKEND", "django.core.mail.backends.console.EmailBackend")
+EMAIL_HOST = env("EMAIL_HOST", "localhost")
+EMAIL_PORT = env_int("EMAIL_PORT", 25)
+EMAIL_HOST_USER = env("EMAIL_HOST_USER")
+EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
+EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "GPU Cloud <noreply@localhost>")
 
 # Stripe (dj-stripe). Keys only from the environment.
@@ -241,7 +280,8 @@ STRIPE_TEST_SECRET_KEY = env("STRIPE_TEST_SECRET_KEY", "sk_test_" + "0" * 24)
 STRIPE_LIVE_SECRET_KEY = env("STRIPE_LIVE_SECRET_KEY")
 STRIPE_TEST_PUBLIC_KEY = env("STRIPE_TEST_PUBLIC_KEY", "pk_test_" + "0" * 24)
 STRIPE_LIVE_PUBLIC_KEY = env("STRIPE_LIVE_PUBLIC_KEY")
-STRIPE_API_HOST = env("STRIPE_API_HOST")
+if env("STRIPE_API_HOST"):  # points the SDK at localstripe in tests; never set in production
+    STRIPE_API_HOST = env("STRIPE_API_HOST")
 DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
@@ -304,6 +344,10 @@ if not GPUCLOUD_ENCRYPTION_KEY and not DEBUG and env("GPUCLOUD_REQUIRE_ENCRYPTIO
     )
 
 # Billing
+# Stripe.js must come from Stripe (PCI); tests point this at localstripe's stand-in.
+GPUCLOUD_STRIPE_JS_URL = env("GPUCLOUD_STRIPE_JS_URL", "https://js.stripe.com/v3/")
+# Billed-so-far per instance on the customer pages (keeps instances/ free of billing imports).
+GPUCLOUD_INSTANCE_COSTS = env("GPUCLOUD_INSTANCE_COSTS", "billing.web.instance_costs")
 GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "")
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)

@@ -16,4 +16,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="api-docs"),
     path("api-auth/", include("rest_framework.urls")),
+    path("accounts/", include("allauth.urls")),
+    path("billing/", include("billing.web_urls")),
+    path("", include("instances.web_urls")),
 ]

@@ -37,12 +37,21 @@ class HostAdmin(admin.ModelAdmin):
 
     @admin.display(description="Port range")
     def port_range(self, obj: Host) -> str:
-        return f"{obj.port_range_start}–{obj.port_range_end}"
+        return f"{obj.port_range_start}-{obj.port_range_end}"
 
 
 @admin.register(GpuType)
 class GpuTypeAdmin(admin.ModelAdmin):
-    list_display = ("sku", "display_name", "rate_per_hour", "memory_mb", "cpu_limit", "ram_limit_mb", "enabled", "gpu_total")
+    list_display = (
+        "sku",
+        "display_name",
+        "rate_per_hour",
+        "memory_mb",
+        "cpu_limit",
+        "ram_limit_mb",
+        "enabled",
+        "gpu_total",
+    )
     list_filter = ("enabled",)
     search_fields = ("sku", "display_name")
 
@@ -74,12 +83,30 @@ class GpuAdmin(admin.ModelAdmin):
     """The GPU overview: who holds which GPU, its metrics, and whether it is simulated."""
 
     list_display = (
-        "__str__", "host", "index", "gpu_type", "kind", "enabled", "held_by", "utilization", "memory", "temperature_c", "power_w",
+        "__str__",
+        "host",
+        "index",
+        "gpu_type",
+        "kind",
+        "enabled",
+        "held_by",
+        "utilization",
+        "memory",
+        "temperature_c",
+        "power_w",
     )
     list_filter = (BusyFilter, "simulated", "enabled", "gpu_type", "host")
     search_fields = ("uuid", "name", "host__name")
     list_select_related = ("host", "gpu_type")
-    readonly_fields = ("uuid", "simulated", "utilization_percent", "memory_used_mb", "temperature_c", "power_w", "metrics_at")
+    readonly_fields = (
+        "uuid",
+        "simulated",
+        "utilization_percent",
+        "memory_used_mb",
+        "temperature_c",
+        "power_w",
+        "metrics_at",
+    )
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Gpu]:
         active = _active_instances()
@@ -146,7 +173,19 @@ class PortInline(admin.TabularInline):
 
 @admin.register(Instance)
 class InstanceAdmin(admin.ModelAdmin):
-    list_display = ("public_id", "name", "owner", "status", "template", "gpu_type", "gpu", "host", "storage_gb", "created_at", "started_at")
+    list_display = (
+        "public_id",
+        "name",
+        "owner",
+        "status",
+        "template",
+        "gpu_type",
+        "gpu",
+        "host",
+        "storage_gb",
+        "created_at",
+        "started_at",
+    )
     list_filter = ("status", "gpu_type", "template", "host")
     search_fields = ("public_id", "name", "owner__username", "owner__email", "container_id")
     list_select_related = ("owner", "template", "gpu_type", "gpu__host", "host")
@@ -154,9 +193,26 @@ class InstanceAdmin(admin.ModelAdmin):
     # Credentials stay encrypted and out of the admin; the lifecycle owns these fields.
     exclude = ("password_encrypted", "access_token_encrypted", "env")
     readonly_fields = (
-        "public_id", "owner", "template", "gpu_type", "gpu", "host", "status", "container_id", "storage_gb", "access",
-        "ssh_public_keys", "ssh_password_auth", "created_at", "updated_at", "started_at", "stopped_at",
-        "terminated_at", "workspace_removed_at", "last_error", "stop_reason",
+        "public_id",
+        "owner",
+        "template",
+        "gpu_type",
+        "gpu",
+        "host",
+        "status",
+        "container_id",
+        "storage_gb",
+        "access",
+        "ssh_public_keys",
+        "ssh_password_auth",
+        "created_at",
+        "updated_at",
+        "started_at",
+        "stopped_at",
+        "terminated_at",
+        "workspace_removed_at",
+        "last_error",
+        "stop_reason",
     )
     inlines = [PortInline, EventInline]
 

@@ -1,1 +1,239 @@
-# Create your views here.
+"""Customer web pages: dashboard, launch, instance, SSH keys, API tokens.
+
+Views validate, call one service or selector, and render. Domain errors are shown in
+words (their `message`), never swallowed. Live parts are HTMX partials.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.utils.module_loading import import_string
+from django.views.decorators.http import require_GET, require_POST
+
+from instances import keys, selectors, services
+from instances.access import access_for
+from instances.errors import InstanceError, NotFound
+from instances.models import Instance
+from templates_app.models import Template
+
+ACCESS_LABELS = dict(Template.AccessMethod.choices)
+
+
+def _costs(instances: list[Instance]) -> dict[int, Decimal]:
+    path = getattr(settings, "GPUCLOUD_INSTANCE_COSTS", "")
+    if not path or not instances:
+        return {}
+    return import_string(path)(instance_ids=[i.pk for i in instances])
+
+
+def _get(request: HttpRequest, public_id: str) -> Instance:
+    try:
+        return selectors.instance_get(user=request.user, public_id=public_id)
+    except NotFound as exc:
+        raise Http404(exc.message) from exc
+
+
+def _dashboard_rows(request: HttpRequest) -> list[dict[str, Any]]:
+    instances = list(selectors.instance_list(user=request.user).exclude(status=Instance.Status.TERMINATED)[:100])
+    costs = _costs(instances)
+    return [{"instance": i, "cost": costs.get(i.pk, Decimal(0))} for i in instances]
+
+
+@login_required
+@require_GET
+def dashboard(request: HttpRequest) -> HttpResponse:
+    context = {"rows": _dashboard_rows(request)}
+    if request.htmx:
+        return render(request, "instances/_instance_rows.html", context)
+    return render(request, "instances/dashboard.html", context)
+
+
+def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any]:
+    balance = Decimal(0)
+    processor = "billing.web.balance"
+    if processor in settings.TEMPLATES[0]["OPTIONS"]["context_processors"]:
+        balance = import_string(processor)(request)["balance_usd"] or Decimal(0)
+    return {
+        "gpu_types": selectors.availability(),
+        "templates": Template.objects.filter(enabled=True),
+        "ssh_keys": keys.sshkey_list(user=request.user),
+        "access_choices": Template.AccessMethod.choices,
+        "storage_min": settings.GPUCLOUD_STORAGE_GB_MIN,
+        "storage_max": settings.GPUCLOUD_STORAGE_GB_MAX,
+        "storage_rate": settings.GPUCLOUD_STORAGE_RATE_PER_GB_MONTH,
+        "balance": balance,
+        "form": form,
+    }
+
+
+@login_required
+def launch(request: HttpRequest) -> HttpResponse:
+    form: dict[str, Any] = {"storage": 50, "access": ["ssh"], "ssh_password_auth": True}
+    if request.method == "POST":
+        post = request.POST
+        form = {
+            "name": post.get("name", "").strip(),
+            "template": post.get("template", ""),
+            "gpu": post.get("gpu", ""),
+            "storage": post.get("storage", ""),
+            "access": post.getlist("access"),
+            "ssh_keys": post.getlist("ssh_keys"),
+            "ssh_password_auth": post.get("ssh_password_auth") == "on",
+        }
+        try:
+            storage = int(form["storage"])
+        except (TypeError, ValueError):
+            storage = -1
+        try:
+            instance = services.instance_launch(
+                user=request.user,
+                template=form["template"],
+                gpu_type=form["gpu"],
+                storage_gb=storage,
+                access=form["access"],
+                name=form["name"],
+                ssh_public_keys=keys.sshkeys_resolve(user=request.user, refs=form["ssh_keys"]),
+                ssh_password_auth=form["ssh_password_auth"],
+                actor=request.user,
+            )
+        except InstanceError as exc:
+            context = _launch_context(request, form) | {"error": exc}
+            return render(request, "instances/launch.html", context, status=exc.status)
+        except Exception as exc:
+            # Errors of other apps (billing's 402) carry the same attributes.
+            if not (hasattr(exc, "code") and hasattr(exc, "status")):
+                raise
+            context = _launch_context(request, form) | {"error": exc}
+            return render(request, "instances/launch.html", context, status=exc.status)
+        messages.success(request, f"{instance.public_id} is launching on a {instance.gpu_type.display_name}.")
+        return redirect("web:instance", public_id=instance.public_id)
+    return render(request, "instances/launch.html", _launch_context(request, form))
+
+
+@login_required
+@require_GET
+def instance_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+    instance = _get(request, public_id)
+    context = {
+        "instance": instance,
+        "access": access_for(instance=instance, reveal_secrets=False),
+        "events": list(
+            selectors.instance_events(instance=instance).select_related("actor").order_by("-at", "-id")[:50]
+        ),
+        "cost": _costs([instance]).get(instance.pk, Decimal(0)),
+        "access_labels": ACCESS_LABELS,
+    }
+    if request.htmx and request.GET.get("part") == "live":
+        return render(request, "instances/_instance_live.html", context)
+    return render(request, "instances/instance.html", context)
+
+
+@login_required
+@require_GET
+def instance_logs(request: HttpRequest, public_id: str) -> HttpResponse:
+    instance = _get(request, public_id)
+    try:
+        logs = selectors.instance_logs(instance=instance, lines=100)
+    except InstanceError as exc:
+        logs = f"(logs unavailable: {exc.message})"
+    return render(request, "instances/_logs.html", {"logs": logs, "instance": instance})
+
+
+@login_required
+@require_POST
+def instance_credentials(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Reveal the owner's credentials on demand (a POST, so never cached or prefetched)."""
+    instance = _get(request, public_id)
+    return render(
+        request,
+        "instances/_credentials.html",
+        {"instance": instance, "access": access_for(instance=instance, reveal_secrets=True)},
+    )
+
+
+_ACTIONS = {
+    "stop": (services.instance_stop, "Stopping {id}: the GPU is released, /workspace is kept."),
+    "start": (
+        services.instance_start,
+        "Starting {id}: a free GPU of the same type is assigned (it may be another one).",
+    ),
+    "restart": (services.instance_restart, "Restarting {id}."),
+    "destroy": (services.instance_destroy, "Destroying {id}."),
+}
+
+
+@login_required
+@require_POST
+def instance_action(request: HttpRequest, public_id: str, action: str) -> HttpResponse:
+    if action not in _ACTIONS:
+        raise Http404("No such action.")
+    instance = _get(request, public_id)
+    service, done = _ACTIONS[action]
+    try:
+        service(instance=instance, actor=request.user, source="user")
+        messages.success(request, done.format(id=instance.public_id))
+    except InstanceError as exc:
+        messages.error(request, exc.message)
+    except Exception as exc:
+        if not (hasattr(exc, "code") and hasattr(exc, "message")):
+            raise
+        messages.error(request, exc.message)
+    target = request.POST.get("next", "")
+    if target == "dashboard" or action == "destroy":
+        return redirect("web:dashboard")
+    return redirect("web:instance", public_id=instance.public_id)
+
+
+@login_required
+def ssh_keys(request: HttpRequest) -> HttpResponse:
+    error = None
+    form = {"name": "", "public_key": ""}
+    if request.method == "POST":
+        form = {"name": request.POST.get("name", "").strip(), "public_key": request.POST.get("public_key", "")}
+        try:
+            key = keys.sshkey_create(user=request.user, public_key=form["public_key"], name=form["name"])
+            messages.success(request, f"Added {key.name} ({key.fingerprint}).")
+            return redirect("web:ssh-keys")
+        except InstanceError as exc:
+            error = exc
+    context = {"keys": keys.sshkey_list(user=request.user), "error": error, "form": form}
+    return render(request, "instances/ssh_keys.html", context, status=error.status if error else 200)
+
+
+@login_required
+@require_POST
+def ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
+    try:
+        keys.sshkey_delete(user=request.user, key_id=key_id)
+    except InstanceError as exc:
+        raise Http404(exc.message) from exc
+    messages.success(request, "SSH key removed. Running instances keep the keys they started with.")
+    return redirect("web:ssh-keys")
+
+
+@login_required
+def tokens(request: HttpRequest) -> HttpResponse:
+    new_key = None
+    if request.method == "POST":
+        token, new_key = keys.token_create(user=request.user, name=request.POST.get("name", "").strip())
+        messages.success(request, f"Token {token.name} created. Copy it now: it is shown only once.")
+    context = {"tokens": keys.token_list(user=request.user), "new_key": new_key}
+    return render(request, "instances/tokens.html", context)
+
+
+@login_required
+@require_POST
+def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    try:
+        token = keys.token_revoke(user=request.user, token_id=token_id)
+    except InstanceError as exc:
+        raise Http404(exc.message) from exc
+    messages.success(request, f"Token {token.name} revoked.")
+    return redirect("web:tokens")

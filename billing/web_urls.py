@@ -1,0 +1,13 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from billing import views
+
+app_name = "billing-web"
+
+urlpatterns = [
+    path("", views.billing, name="billing"),
+    path("balance/", views.balance_partial, name="balance"),
+    path("topup/", views.topup, name="topup"),
+]

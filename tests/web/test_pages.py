@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+from http import HTTPStatus
+
+import pytest
+from django.urls import reverse
+
+from instances.models import Instance, PortBinding
+from tests.factories import InstanceFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def alices_instance(alice, this_host):
+    gpu = this_host.gpus.get(index=0)
+    inst = InstanceFactory(
+        owner=alice, gpu=gpu, host=this_host, gpu_type=gpu.gpu_type, status=Instance.Status.RUNNING, name="alice-train"
+    )
+    PortBinding.objects.create(host=this_host, host_port=25022, instance=inst, name="ssh", container_port=22)
+    return inst
+
+
+def test_every_customer_page_answers_for_its_owner(client, alice, alices_instance):
+    client.force_login(alice)
+    pages = [
+        reverse("web:dashboard"),
+        reverse("web:launch"),
+        reverse("web:instance", args=[alices_instance.public_id]),
+        reverse("web:ssh-keys"),
+        reverse("web:tokens"),
+        reverse("billing-web:billing"),
+    ]
+    for url in pages:
+        response = client.get(url)
+        assert response.status_code == HTTPStatus.OK, url
+        assert b"GPU Cloud" in response.content
+
+
+def test_the_dashboard_lists_my_instances_with_status_and_gpu(client, alice, alices_instance):
+    client.force_login(alice)
+    page = client.get(reverse("web:dashboard")).content.decode()
+    assert alices_instance.public_id in page
+    assert "alice-train" in page
+    assert "badge-running" in page
+    assert "RTX 5090" in page
+    # The table refreshes itself (HTMX) without a reload.
+    assert 'hx-trigger="every 2s"' in page
+
+
+def test_the_instance_page_shows_access_commands_but_credentials_only_on_request(client, alice, alices_instance):
+    client.force_login(alice)
+    page = client.get(reverse("web:instance", args=[alices_instance.public_id])).content.decode()
+    assert "ssh root@127.0.0.1 -p 25022" in page
+    assert "Reveal credentials" in page
+    assert 'data-testid="password"' not in page
+
+
+def test_bob_gets_a_404_for_every_page_and_action_on_alices_instance(client, bob, alices_instance):
+    client.force_login(bob)
+    pid = alices_instance.public_id
+    for url in (reverse("web:instance", args=[pid]), reverse("web:instance-logs", args=[pid])):
+        assert client.get(url).status_code == HTTPStatus.NOT_FOUND, url
+    for url in (
+        reverse("web:instance-credentials", args=[pid]),
+        reverse("web:instance-action", args=[pid, "stop"]),
+        reverse("web:instance-action", args=[pid, "destroy"]),
+    ):
+        assert client.post(url).status_code == HTTPStatus.NOT_FOUND, url
+    alices_instance.refresh_from_db()
+    assert alices_instance.status == Instance.Status.RUNNING
+    assert pid not in client.get(reverse("web:dashboard")).content.decode()
+
+
+def test_a_logged_out_visitor_is_sent_to_the_login_page(client, alices_instance):
+    for url in (
+        reverse("web:dashboard"),
+        reverse("web:launch"),
+        reverse("web:instance", args=[alices_instance.public_id]),
+        reverse("billing-web:billing"),
+        reverse("web:tokens"),
+        reverse("web:ssh-keys"),
+    ):
+        response = client.get(url)
+        assert response.status_code == HTTPStatus.FOUND, url
+        assert response["Location"].startswith(reverse("account_login")), url
+
+
+def test_a_launch_error_is_shown_in_words_and_creates_nothing(client, alice, this_host):
+    client.force_login(alice)
+    response = client.post(
+        reverse("web:launch"), {"template": "pytorch", "gpu": "no-such-gpu", "storage": "50", "access": ["ssh"]}
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert b'data-code="instances:unknown-gpu-type"' in response.content
+    assert not Instance.objects.filter(owner=alice).exists()
+
+
+def test_ssh_keys_and_tokens_can_be_added_and_revoked_from_the_pages(client, alice):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    client.force_login(alice)
+    public = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
+        .decode()
+    )
+    assert (
+        client.post(reverse("web:ssh-keys"), {"name": "laptop", "public_key": public}).status_code == HTTPStatus.FOUND
+    )
+    page = client.get(reverse("web:ssh-keys")).content.decode()
+    assert "laptop" in page
+    assert "SHA256:" in page
+    bad = client.post(reverse("web:ssh-keys"), {"name": "junk", "public_key": "not a key"})
+    assert bad.status_code == HTTPStatus.BAD_REQUEST
+    assert b"instances:invalid-ssh-key" in bad.content
+
+    created = client.post(reverse("web:tokens"), {"name": "script"}).content.decode()
+    assert 'data-testid="new-token"' in created
+    token = alice.api_tokens.get(name="script")
+    assert client.post(reverse("web:token-revoke", args=[token.id])).status_code == HTTPStatus.FOUND
+    token.refresh_from_db()
+    assert token.revoked_at is not None
