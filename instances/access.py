@@ -61,10 +61,12 @@ def _access_method(binding: PortBinding) -> str:
 
 
 def exposed_bindings(*, instance: Instance) -> list[PortBinding]:
-    """The instance's port bindings the customer asked to reach (all when none was named)."""
-    requested = set(instance.access or [])
+    """The instance's port bindings the customer asked to reach (all when none was named).
+
+    Raw TCP ports are always listed: the lifecycle publishes them whatever was asked."""
+    requested = {*instance.access, "tcp"} if instance.access else None
     bindings = sorted(instance.ports.all(), key=lambda b: b.host_port)
-    if not requested:
+    if requested is None:
         return bindings
     return [b for b in bindings if _access_method(b) in requested]
 
