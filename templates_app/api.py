@@ -15,6 +15,7 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, permissions, serializers
 from rest_framework.request import Request
 
+from instances.api.common import errors
 from templates_app.catalog import SSHD_CAPS
 from templates_app.models import Template
 
@@ -95,8 +96,10 @@ def _templates(request: Request) -> QuerySet[Template]:
 
 
 @extend_schema_view(
-    get=extend_schema(summary="List the catalog", tags=["templates"]),
-    post=extend_schema(summary="Add a template (staff)", tags=["templates"]),
+    get=extend_schema(summary="List the catalog", tags=["templates"], responses={200: TemplateSerializer, **errors()}),
+    post=extend_schema(
+        summary="Add a template (staff)", tags=["templates"], responses={201: TemplateSerializer, **errors(400)}
+    ),
 )
 class TemplateListApi(generics.ListCreateAPIView):
     serializer_class = TemplateSerializer
@@ -107,9 +110,13 @@ class TemplateListApi(generics.ListCreateAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="One template", tags=["templates"]),
-    patch=extend_schema(summary="Edit a template (staff)", tags=["templates"]),
-    delete=extend_schema(summary="Delete an unused template (staff)", tags=["templates"]),
+    get=extend_schema(summary="One template", tags=["templates"], responses={200: TemplateSerializer, **errors(404)}),
+    patch=extend_schema(
+        summary="Edit a template (staff)", tags=["templates"], responses={200: TemplateSerializer, **errors(400, 404)}
+    ),
+    delete=extend_schema(
+        summary="Delete an unused template (staff)", tags=["templates"], responses={204: None, **errors(404, 409)}
+    ),
 )
 class TemplateDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = TemplateSerializer

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
+import pytest
+
+from templates_app.catalog import CATALOG
 from templates_app.models import Template
 from tests.factories import InstanceFactory, TemplateFactory
 
@@ -16,6 +19,13 @@ NEW = {
     "access_methods": ["ssh"],
     "cap_add": ["CHOWN", "SETUID"],
 }
+
+
+@pytest.fixture(autouse=True)
+def catalog(db):
+    """The seeded catalog (a transactional test's flush removes seeded rows)."""
+    for entry in CATALOG:
+        Template.objects.get_or_create(slug=entry["slug"], defaults={k: v for k, v in entry.items() if k != "slug"})
 
 
 def test_customers_see_enabled_templates_only(alice_api):

@@ -1,0 +1,352 @@
+"""Instances of the authenticated user: launch, list, read, stop, start, restart, destroy.
+
+Every lookup goes through `selectors.instance_get(user=...)`, so another user's
+instance is a 404 on every route. Launching is asynchronous: 202 with the instance
+(status `pending`) and a Location; `?wait=SECONDS` polls the row until it is
+`running` or `failed`, for at most WAIT_MAX_SECONDS.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+from django.db.models import QuerySet
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiExample,
+    OpenApiParameter,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
+from rest_framework import generics, serializers, status
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from instances import selectors, services
+from instances.api.common import errors
+from instances.auth import InstanceCreateThrottle
+from instances.keys import MAX_KEY_CHARS, sshkeys_resolve
+from instances.models import Instance, InstanceEvent
+
+WAIT_MAX_SECONDS = 120
+WAIT_POLL_SECONDS = 0.5
+LOG_LINES_MAX = 1000
+SETTLED = (Instance.Status.RUNNING, Instance.Status.FAILED)
+
+NOTE_STOPPED = (
+    "Data in the workspace is kept. Starting again allocates a free GPU of the same type, "
+    "which may be a different device."
+)
+NOTE_RESTART = "A restart stops and starts the container; it may land on another free GPU of the same type."
+
+
+def money(value: Decimal) -> str:
+    """A rate as customers read it: at least two decimals, no trailing zeros beyond."""
+    value = Decimal(value).normalize()
+    if value.as_tuple().exponent > -2:  # type: ignore[operator]
+        value = value.quantize(Decimal("0.01"))
+    return f"{value:f}"
+
+
+def instances_for_api(qs: QuerySet[Instance]) -> QuerySet[Instance]:
+    # Everything the body reads in a fixed number of queries, whatever the page holds.
+    return qs.select_related("template", "gpu_type", "host").prefetch_related("ports")
+
+
+class BillingSerializer(serializers.Serializer):
+    rate = serializers.CharField(help_text="USD per unit, a decimal string.")
+    unit = serializers.CharField()
+
+
+class InstanceOutput(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    gpu = serializers.CharField(source="gpu_type.display_name", help_text="GPU type, e.g. 'RTX 5090'.")
+    gpu_type = serializers.CharField(source="gpu_type.sku")
+    template = serializers.CharField(source="template.slug")
+    storage = serializers.IntegerField(source="storage_gb", help_text="GB of /workspace.")
+    host = serializers.SerializerMethodField()
+    access = serializers.SerializerMethodField()
+    error = serializers.SerializerMethodField()
+    billing = serializers.SerializerMethodField()
+    note = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Instance
+        fields = (
+            "id",
+            "name",
+            "status",
+            "gpu",
+            "gpu_type",
+            "template",
+            "storage",
+            "host",
+            "access",
+            "created_at",
+            "started_at",
+            "stopped_at",
+            "error",
+            "billing",
+            "note",
+        )
+        read_only_fields = fields
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_host(self, obj: Instance) -> str | None:
+        return obj.host.name if obj.host_id else None
+
+    @extend_schema_field(
+        {
+            "type": "object",
+            "additionalProperties": True,
+            "description": "`ssh` command, `jupyter`/`code-server`/`terminal` URLs, `http` and `tcp` maps; "
+            "`password` and `token` only for the owner.",
+        }
+    )
+    def get_access(self, obj: Instance) -> dict[str, Any]:
+        from instances.access import access_for
+
+        request = self.context.get("request")
+        owner = request is not None and request.user.is_authenticated and request.user.pk == obj.owner_id
+        return access_for(instance=obj, reveal_secrets=owner)
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_error(self, obj: Instance) -> str | None:
+        return obj.last_error or None
+
+    @extend_schema_field(BillingSerializer)
+    def get_billing(self, obj: Instance) -> dict[str, str]:
+        return {"rate": money(obj.gpu_type.rate_per_hour), "unit": "hour"}
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_note(self, obj: Instance) -> str | None:
+        if obj.status == Instance.Status.STOPPED:
+            return NOTE_STOPPED
+        if obj.status in (Instance.Status.RUNNING, Instance.Status.STARTING, Instance.Status.STOPPING):
+            return NOTE_RESTART
+        return None
+
+
+class InstanceCreateInput(serializers.Serializer):
+    template = serializers.CharField(max_length=64, help_text="Catalog slug, e.g. 'pytorch'.")
+    gpu = serializers.CharField(max_length=64, help_text="GPU type SKU, e.g. 'rtx-5090'.")
+    storage = serializers.IntegerField(help_text="GB of /workspace (bounds: GPUCLOUD_STORAGE_GB_MIN/MAX).")
+    access = serializers.ListField(
+        child=serializers.CharField(max_length=32), max_length=8, required=False, default=list,
+        help_text="Access methods of the template, e.g. ['ssh', 'jupyter']; empty: all it offers.",
+    )  # fmt: skip
+    name = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
+    ssh_keys = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_KEY_CHARS), max_length=32, required=False, default=list,
+        help_text="Ids or SHA256 fingerprints of my saved keys, or public keys.",
+    )  # fmt: skip
+    ssh_password_auth = serializers.BooleanField(required=False, default=True)
+    env = serializers.DictField(
+        child=serializers.CharField(max_length=4096, allow_blank=True), required=False, default=dict
+    )
+
+    def validate_env(self, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 64:
+            raise serializers.ValidationError("At most 64 variables.")
+        return value
+
+
+class WaitInput(serializers.Serializer):
+    wait = serializers.IntegerField(min_value=0, max_value=WAIT_MAX_SECONDS, required=False, default=0)
+
+
+class ListInput(serializers.Serializer):
+    status = serializers.ChoiceField(choices=Instance.Status.choices, required=False)
+
+
+class EventOutput(serializers.ModelSerializer):
+    class Meta:
+        model = InstanceEvent
+        fields = ("at", "kind", "source", "message")
+
+
+class LogsInput(serializers.Serializer):
+    lines = serializers.IntegerField(min_value=1, max_value=LOG_LINES_MAX, required=False, default=100)
+
+
+class AvailabilityOutput(serializers.Serializer):
+    sku = serializers.CharField()
+    display_name = serializers.CharField()
+    rate_per_hour = serializers.SerializerMethodField()
+    total = serializers.IntegerField()
+    free = serializers.IntegerField()
+
+    @extend_schema_field(serializers.CharField(help_text="USD per hour, a decimal string."))
+    def get_rate_per_hour(self, obj: dict[str, Any]) -> str:
+        return money(obj["rate_per_hour"])
+
+
+def _instance(request: Request, public_id: str) -> Instance:
+    return selectors.instance_get(user=request.user, public_id=public_id)
+
+
+def _body(request: Request, instance: Instance) -> dict[str, Any]:
+    # Reload with its relations: services return the row they wrote, not always joined.
+    fresh = instances_for_api(Instance.objects.filter(pk=instance.pk)).first() or instance
+    return InstanceOutput(fresh, context={"request": request}).data
+
+
+def _wait(request: Request, instance: Instance, seconds: int) -> Instance:
+    deadline = time.monotonic() + seconds
+    while instance.status not in SETTLED and time.monotonic() < deadline:
+        time.sleep(WAIT_POLL_SECONDS)
+        instance.refresh_from_db(fields=["status"])
+    return instance
+
+
+WAIT_PARAM = OpenApiParameter(
+    "wait", OpenApiTypes.INT, description=f"Seconds (0-{WAIT_MAX_SECONDS}) to wait for running or failed."
+)
+STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=Instance.Status.values, description="Only these.")
+
+
+class InstanceListApi(generics.GenericAPIView):
+    serializer_class = InstanceOutput
+    throttle_classes = (InstanceCreateThrottle,)
+
+    def get_queryset(self) -> QuerySet[Instance]:
+        return instances_for_api(selectors.instance_list(user=self.request.user))
+
+    @extend_schema(
+        summary="List my instances",
+        tags=["instances"],
+        parameters=[STATUS_PARAM],
+        responses={200: InstanceOutput(many=True), **errors(400)},
+    )
+    def get(self, request: Request) -> Response:
+        query = ListInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        qs = self.get_queryset()
+        if "status" in query.validated_data:
+            qs = qs.filter(status=query.validated_data["status"])
+        page = self.paginate_queryset(qs)
+        return self.get_paginated_response(self.get_serializer(page, many=True).data)
+
+    @extend_schema(
+        summary="Launch an instance",
+        description="Asynchronous: 202 with the instance (`pending`) and its Location. "
+        "Unknown template or GPU type, storage out of bounds, a bad access method → 400; "
+        "no free GPU → 409 with `detail.availability`; balance too low → 402.",
+        tags=["instances"],
+        parameters=[WAIT_PARAM],
+        request=InstanceCreateInput,
+        responses={202: InstanceOutput, **errors(400, 402, 409, 503)},
+        examples=[
+            OpenApiExample(
+                "PyTorch on an RTX 5090",
+                value={"template": "pytorch", "gpu": "rtx-5090", "storage": 50, "access": ["ssh", "jupyter"]},
+                request_only=True,
+            )
+        ],
+    )
+    def post(self, request: Request) -> Response:
+        query = WaitInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        data = InstanceCreateInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        body = data.validated_data
+        instance = services.instance_launch(
+            user=request.user,
+            template=body["template"],
+            gpu_type=body["gpu"],
+            storage_gb=body["storage"],
+            access=body["access"],
+            name=body["name"],
+            ssh_public_keys=sshkeys_resolve(user=request.user, refs=body["ssh_keys"]),
+            ssh_password_auth=body["ssh_password_auth"],
+            env=body["env"],
+            actor=request.user,
+        )
+        if query.validated_data["wait"]:
+            instance = _wait(request, instance, query.validated_data["wait"])
+        location = f"/api/gpu/instances/{instance.public_id}"
+        return Response(_body(request, instance), status=status.HTTP_202_ACCEPTED, headers={"Location": location})
+
+
+class InstanceDetailApi(APIView):
+    @extend_schema(summary="One of my instances", tags=["instances"], responses={200: InstanceOutput, **errors(404)})
+    def get(self, request: Request, id: str) -> Response:
+        return Response(_body(request, _instance(request, id)))
+
+    @extend_schema(
+        summary="Destroy an instance",
+        description="Asynchronous: the container is removed, then the workspace after a grace period.",
+        tags=["instances"],
+        responses={202: InstanceOutput, **errors(404, 409, 503)},
+    )
+    def delete(self, request: Request, id: str) -> Response:
+        instance = services.instance_destroy(instance=_instance(request, id), actor=request.user, source="user")
+        return Response(_body(request, instance), status=status.HTTP_202_ACCEPTED)
+
+
+def _action(name: str, summary: str, description: str) -> type[APIView]:
+    service = getattr(services, f"instance_{name}")
+
+    class ActionApi(APIView):
+        @extend_schema(
+            summary=summary,
+            description=description,
+            tags=["instances"],
+            request=None,
+            responses={202: InstanceOutput, **errors(402, 404, 409, 503)},
+            operation_id=f"instances_{name}",
+        )
+        def post(self, request: Request, id: str) -> Response:
+            instance = service(instance=_instance(request, id), actor=request.user, source="user")
+            return Response(_body(request, instance), status=status.HTTP_202_ACCEPTED)
+
+    ActionApi.__name__ = ActionApi.__qualname__ = f"Instance{name.title()}Api"
+    return ActionApi
+
+
+InstanceStopApi = _action("stop", "Stop an instance, keep its data", NOTE_STOPPED)
+InstanceStartApi = _action("start", "Start a stopped instance", NOTE_STOPPED)
+InstanceRestartApi = _action("restart", "Restart an instance", NOTE_RESTART)
+
+
+class InstanceEventsApi(generics.ListAPIView):
+    serializer_class = EventOutput
+
+    def get_queryset(self) -> QuerySet[InstanceEvent]:
+        return selectors.instance_events(instance=_instance(self.request, self.kwargs["id"]))
+
+    @extend_schema(summary="The instance's timeline", tags=["instances"], responses={200: EventOutput, **errors(404)})
+    def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        return super().get(request, *args, **kwargs)
+
+
+class InstanceLogsApi(APIView):
+    @extend_schema(
+        summary="The last lines of the container's output",
+        tags=["instances"],
+        parameters=[OpenApiParameter("lines", OpenApiTypes.INT, description=f"1-{LOG_LINES_MAX}, default 100.")],
+        responses={
+            200: inline_serializer("InstanceLogs", {"id": serializers.CharField(), "logs": serializers.CharField()}),
+            **errors(400, 404, 503),
+        },
+    )
+    def get(self, request: Request, id: str) -> Response:
+        query = LogsInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        instance = _instance(request, id)
+        logs = selectors.instance_logs(instance=instance, lines=query.validated_data["lines"])
+        return Response({"id": instance.public_id, "logs": logs})
+
+
+class AvailabilityApi(APIView):
+    @extend_schema(
+        summary="Per GPU type: total, free, hourly rate",
+        tags=["instances"],
+        responses={200: AvailabilityOutput(many=True), **errors()},
+    )
+    def get(self, request: Request) -> Response:
+        return Response(AvailabilityOutput(selectors.availability(), many=True).data)

@@ -1,0 +1,283 @@
+"""The instance routes on real rows (no container): shapes, errors, state conflicts, queries."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from http import HTTPStatus
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from rest_framework.test import APIRequestFactory
+
+from instances import services
+from instances.api.instances import InstanceOutput
+from instances.keys import sshkey_create
+from instances.models import Instance, InstanceEvent
+from tests.api.keygen import ed25519_pub
+from tests.factories import TemplateFactory
+
+LAUNCH = {"template": "test-sshd", "gpu": "rtx-5090", "storage": 20, "access": ["ssh", "jupyter"]}
+SHAPE = {
+    "id",
+    "name",
+    "status",
+    "gpu",
+    "gpu_type",
+    "template",
+    "storage",
+    "host",
+    "access",
+    "created_at",
+    "started_at",
+    "stopped_at",
+    "error",
+    "billing",
+    "note",
+}
+
+
+@pytest.fixture
+def template(db):
+    return TemplateFactory()
+
+
+@pytest.fixture
+def ready(this_host, template):
+    """This host with its two simulated GPUs and the test template."""
+    return this_host
+
+
+def launch(user, **overrides) -> Instance:
+    fields = {"template": "test-sshd", "gpu_type": "rtx-5090", "storage_gb": 20, "access": ["ssh", "jupyter"]}
+    return services.instance_launch(user=user, **{**fields, **overrides})
+
+
+def mark(instance: Instance, status: str) -> Instance:
+    """Move a row as the worker would have (these tests run no worker)."""
+    Instance.objects.filter(pk=instance.pk).update(status=status, started_at=timezone.now())
+    instance.refresh_from_db()
+    return instance
+
+
+def test_launch_answers_202_with_the_instance_and_its_location(alice_api, alice, ready):
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, "name": "train"}, format="json")
+    assert response.status_code == HTTPStatus.ACCEPTED, response.content
+    body = response.json()
+    assert set(body) == SHAPE
+    assert body["id"].startswith("inst_")
+    assert response["Location"] == f"/api/gpu/instances/{body['id']}"
+    assert body["status"] == "pending"
+    assert (body["gpu"], body["gpu_type"], body["template"], body["storage"]) == (
+        "RTX 5090",
+        "rtx-5090",
+        "test-sshd",
+        20,
+    )
+    assert body["host"] == ready.name
+    assert body["billing"] == {"rate": "1.49", "unit": "hour"}
+    assert body["error"] is None
+    # The owner sees how to get in, secrets included.
+    assert body["access"]["ssh"].startswith("ssh root@")
+    assert "?token=" in body["access"]["jupyter"]
+    assert body["access"]["password"]
+    instance = Instance.objects.get(public_id=body["id"])
+    assert (instance.owner, instance.name, instance.status) == (alice, "train", "pending")
+
+
+def test_secrets_are_shown_to_the_owner_only(alice, bob, ready):
+    instance = launch(alice)
+    request = APIRequestFactory().get("/")
+    request.user = bob
+    access = InstanceOutput(instance, context={"request": request}).data["access"]
+    assert "password" not in access
+    assert "token" not in access
+    assert "token=" not in access["jupyter"]
+    request.user = alice
+    assert InstanceOutput(instance, context={"request": request}).data["access"]["password"]
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"template": "no-such"}, "instances:unknown-template"),
+        ({"gpu": "h100"}, "instances:unknown-gpu-type"),
+        ({"storage": 1}, "instances:invalid-storage"),
+        ({"storage": 10**9}, "instances:invalid-storage"),
+        ({"access": ["vnc"]}, "instances:invalid-access"),
+        ({"env": {"1BAD": "x"}}, "instances:invalid-env"),
+        ({"ssh_keys": ["not a key"]}, "instances:invalid-ssh-key"),
+        ({"storage": "lots"}, "invalid-request"),
+        ({"template": None}, "invalid-request"),
+    ],
+)
+def test_bad_launches_are_400_with_a_stable_code(alice_api, ready, change, code):
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, **change}, format="json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["error"]["code"] == code
+    assert not Instance.objects.exists()
+
+
+def test_no_capacity_is_409_with_the_current_availability(alice_api, alice, ready):
+    launch(alice)
+    response = alice_api.post("/api/gpu/instances", LAUNCH, format="json")
+    assert response.status_code == HTTPStatus.CONFLICT
+    error = response.json()["error"]
+    assert error["code"] == "instances:no-gpu-available"
+    by_sku = {a["sku"]: a for a in error["detail"]["availability"]}
+    assert (by_sku["rtx-5090"]["total"], by_sku["rtx-5090"]["free"]) == (1, 0)
+    assert by_sku["rtx-pro-6000"]["free"] == 1
+    assert Instance.objects.count() == 1
+
+
+def test_not_enough_balance_is_402(alice_api, ready, settings):
+    settings.GPUCLOUD_ADMISSION_CHECKS = ["billing.checks.balance_covers_launch"]
+    response = alice_api.post("/api/gpu/instances", LAUNCH, format="json")
+    assert response.status_code == HTTPStatus.PAYMENT_REQUIRED
+    assert response.json()["error"]["code"] == "billing:insufficient-balance"
+    assert not Instance.objects.exists()
+
+
+def test_ssh_keys_are_saved_ids_fingerprints_or_raw_keys(alice_api, alice, ready):
+    one = sshkey_create(user=alice, public_key=ed25519_pub("one"))
+    two = sshkey_create(user=alice, public_key=ed25519_pub("two"))
+    raw = ed25519_pub("raw")
+    body = {**LAUNCH, "ssh_keys": [str(one.id), two.fingerprint, raw], "ssh_password_auth": False}
+    response = alice_api.post("/api/gpu/instances", body, format="json")
+    assert response.status_code == HTTPStatus.ACCEPTED, response.content
+    instance = Instance.objects.get(public_id=response.json()["id"])
+    assert instance.ssh_public_keys == [one.public_key, two.public_key, raw]
+    assert instance.ssh_password_auth is False
+
+
+def test_wait_is_bounded(alice_api, ready):
+    response = alice_api.post("/api/gpu/instances?wait=500", LAUNCH, format="json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert "wait" in response.json()["error"]["detail"]
+    assert not Instance.objects.exists()
+
+
+def test_stop_start_restart_and_destroy_move_the_row(alice_api, alice, ready):
+    instance = mark(launch(alice), "running")
+    path = f"/api/gpu/instances/{instance.public_id}"
+
+    response = alice_api.post(f"{path}/restart")
+    assert response.status_code == HTTPStatus.ACCEPTED
+    assert response.json()["status"] == "starting"
+    assert "another free GPU" in response.json()["note"]
+
+    mark(instance, "running")
+    response = alice_api.post(f"{path}/stop")
+    assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "stopping")
+
+    mark(instance, "stopped")
+    stopped = alice_api.get(path).json()
+    assert "may be a different device" in stopped["note"]
+    response = alice_api.post(f"{path}/start")
+    assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "starting")
+
+    response = alice_api.delete(path)
+    assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "terminating")
+    kinds = [e["kind"] for e in alice_api.get(f"{path}/events").json()["results"]]
+    assert kinds[:2] == ["created", "scheduled"]
+    assert {"restart-requested", "stop-requested", "start-requested", "destroy-requested"} <= set(kinds)
+
+
+@pytest.mark.parametrize(("status", "action"), [("running", "start"), ("stopped", "stop"), ("pending", "restart")])
+def test_a_state_conflict_is_409_and_changes_nothing(alice_api, alice, ready, status, action):
+    instance = mark(launch(alice), status)
+    events = InstanceEvent.objects.filter(instance=instance).count()
+    response = alice_api.post(f"/api/gpu/instances/{instance.public_id}/{action}")
+    assert response.status_code == HTTPStatus.CONFLICT
+    assert response.json()["error"]["code"] == "instances:invalid-state"
+    instance.refresh_from_db()
+    assert instance.status == status
+    assert InstanceEvent.objects.filter(instance=instance).count() == events
+
+
+def test_destroying_twice_is_a_409(alice_api, alice, ready):
+    instance = launch(alice)
+    path = f"/api/gpu/instances/{instance.public_id}"
+    assert alice_api.delete(path).status_code == HTTPStatus.ACCEPTED
+    assert alice_api.delete(path).status_code == HTTPStatus.CONFLICT
+
+
+def test_the_list_is_mine_filtered_by_status_and_paginated(alice_api, alice, bob, ready):
+    first = mark(launch(alice), "stopped")
+    second = launch(alice, gpu_type="rtx-pro-6000")
+    mark(launch(bob), "stopped")
+    listed = alice_api.get("/api/gpu/instances").json()
+    assert listed["count"] == 2
+    assert [i["id"] for i in listed["results"]] == [second.public_id, first.public_id]
+    only_stopped = alice_api.get("/api/gpu/instances?status=stopped").json()["results"]
+    assert [i["id"] for i in only_stopped] == [first.public_id]
+    page = alice_api.get("/api/gpu/instances?limit=1&offset=1").json()
+    assert [i["id"] for i in page["results"]] == [first.public_id]
+    assert alice_api.get("/api/gpu/instances?status=nonsense").status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_the_list_costs_the_same_queries_for_1_and_20_instances(
+    alice_api, alice, ready, template, gpu_types, django_assert_num_queries
+):
+    from tests.factories import GpuFactory
+
+    # One GPU per instance: simulated GPUs of the type added to this host.
+    for index in range(10, 29):
+        GpuFactory(host=ready, index=index, gpu_type=gpu_types["rtx-5090"])
+
+    def running_instance() -> None:
+        mark(launch(alice), "running")
+
+    running_instance()
+    alice_api.get("/api/gpu/instances")  # the token's last_used_at is written once a minute
+    with CaptureQueriesContext(connection) as one:
+        assert len(alice_api.get("/api/gpu/instances").json()["results"]) == 1
+    for _ in range(19):
+        running_instance()
+    with django_assert_num_queries(len(one.captured_queries)):
+        body = alice_api.get("/api/gpu/instances").json()
+    assert len(body["results"]) == 20
+    assert all(i["access"]["ssh"].startswith("ssh root@") for i in body["results"])
+
+
+def test_logs_are_empty_without_a_container_and_lines_are_bounded(alice_api, alice, ready):
+    instance = launch(alice)
+    path = f"/api/gpu/instances/{instance.public_id}/logs"
+    assert alice_api.get(path).json() == {"id": instance.public_id, "logs": ""}
+    assert alice_api.get(f"{path}?lines=0").status_code == HTTPStatus.BAD_REQUEST
+    assert alice_api.get(f"{path}?lines=100000").status_code == HTTPStatus.BAD_REQUEST
+
+
+def test_availability_lists_each_type_with_its_rate(alice_api, alice, ready):
+    launch(alice)
+    rows = {a["sku"]: a for a in alice_api.get("/api/gpu/availability").json()}
+    assert rows["rtx-5090"] == {
+        "sku": "rtx-5090",
+        "display_name": "RTX 5090",
+        "rate_per_hour": "1.49",
+        "total": 1,
+        "free": 0,
+    }
+    assert (rows["rtx-pro-6000"]["free"], rows["rtx-pro-6000"]["rate_per_hour"]) == (1, "2.99")
+
+
+def test_launches_are_throttled_with_retry_after(alice_api, ready, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"instance-create": "2/minute"}}
+    codes = [
+        alice_api.post("/api/gpu/instances", {**LAUNCH, "template": "x"}, format="json").status_code for _ in range(2)
+    ]
+    assert codes == [HTTPStatus.BAD_REQUEST] * 2
+    response = alice_api.post("/api/gpu/instances", LAUNCH, format="json")
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert 1 <= int(response["Retry-After"]) <= 60
+    assert response.json()["error"]["code"] == "throttled"
+    # Reading is not throttled by the launch limit.
+    assert alice_api.get("/api/gpu/instances").status_code == HTTPStatus.OK
+    assert not Instance.objects.exists()
+
+
+def test_rates_are_shown_as_customers_read_them():
+    from instances.api.instances import money
+
+    assert [money(Decimal(v)) for v in ("1.4900", "2", "0.1250", "10.10")] == ["1.49", "2.00", "0.125", "10.10"]
