@@ -270,16 +270,19 @@ ON CONFLICT (start_event_id) DO NOTHING
 _CLOSE_SQL = """
 UPDATE billing_usagerecord u
    SET end_event_id = c.event_id, ended_at = GREATEST(c.at, u.started_at)
-  FROM (
-    SELECT DISTINCT ON (o.id) o.id AS usage_id, e.id AS event_id, e.at
-      FROM billing_usagerecord o
-      JOIN instances_instanceevent e ON e.instance_id = o.instance_id AND e.id > o.start_event_id
-     WHERE o.closed_at IS NULL AND o.end_event_id IS NULL AND e.at <= %(now)s
-       AND ((o.kind = 'gpu' AND e.kind = 'ended')
-         OR (o.kind = 'storage' AND e.kind IN ('started', 'terminated', 'workspace-removed')))
-     ORDER BY o.id, e.id
-  ) c
- WHERE u.id = c.usage_id
+  FROM billing_usagerecord o
+  JOIN LATERAL (
+    SELECT e.id AS event_id, e.at
+      FROM instances_instanceevent e
+     WHERE e.instance_id = o.instance_id AND e.id > o.start_event_id
+       -- Only the per-instance index may drive this: a condition on kind or at that an
+       -- index could serve made the planner scan every such event once per segment.
+       AND CASE o.kind WHEN 'gpu' THEN e.kind = 'ended'
+                       ELSE e.kind IN ('started', 'terminated', 'workspace-removed') END
+     ORDER BY e.id
+     LIMIT 1
+  ) c ON TRUE
+ WHERE u.id = o.id AND o.closed_at IS NULL AND o.end_event_id IS NULL AND c.at <= %(now)s
 """
 
 # Extends every open segment to now (whole seconds since its start), finalises ended
@@ -546,3 +549,31 @@ def _low_balance_email(*, account: BillingAccount, threshold: Decimal) -> None:
         recipient_list=[account.user.email],
         fail_silently=True,
     )
+
+
+# ---- the card step of the top-up page ------------------------------------------------
+
+
+def topup_card_setup(*, user: Any) -> str:
+    """A SetupIntent client secret for the page's card form (the customer exists by now)."""
+    from billing.errors import PaymentProviderError
+
+    account = account_get_or_create(user=user)
+    if not account.stripe_customer_id:
+        raise PaymentProviderError(detail={"reason": "no Stripe customer yet"})
+    return stripe.setup_intent_create(customer_id=account.stripe_customer_id)
+
+
+def topup_pay(*, user: Any, payment_intent_id: str, payment_method: str) -> stripe.PaymentIntentInfo:
+    """Attach the saved card to the user's own top-up and confirm it at Stripe.
+
+    The ledger is credited by the `payment_intent.succeeded` webhook, not here. Raises
+    TopupNotFound for a PaymentIntent that is not this user's top-up.
+    """
+    from billing.errors import TopupNotFound
+
+    if not payment_intent_id.startswith("pi_") or not payment_method.startswith("pm_"):
+        raise TopupNotFound()
+    if stripe.payment_intent_owner(payment_intent_id=payment_intent_id) != str(user.pk):
+        raise TopupNotFound()
+    return stripe.payment_intent_confirm(payment_intent_id=payment_intent_id, payment_method=payment_method)
