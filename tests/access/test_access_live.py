@@ -33,7 +33,7 @@ from instances.access import access_for
 from instances.errors import NoCapacity
 from instances.inventory import host_sync
 from instances.models import Host, Instance, PortBinding
-from instances.services import instance_destroy, instance_launch
+from instances.services import instance_destroy, instance_launch, instance_start, instance_stop
 from tests.conftest import ROOT, _worker_env
 from tests.factories import TemplateFactory
 from tests.instances.conftest import docker, wait_for_status
@@ -354,7 +354,7 @@ def cloudflare_worker(celery_worker, cloudflare_settings, gpu_types) -> Iterator
                 os.killpg(proc.pid, signal.SIGKILL)
 
 
-def test_cloudflare_mode_creates_then_removes_exactly_that_instances_routes(
+def test_cloudflare_routes_of_exactly_that_instance_follow_launch_stop_start_and_destroy(
     cloudflare_worker, cloudflare_settings, alice, full_template
 ):
     cf = cloudflare_settings
@@ -393,6 +393,19 @@ def test_cloudflare_mode_creates_then_removes_exactly_that_instances_routes(
     # The rules point at the ports Docker really published.
     assert _published(instance) == set(bindings.values())
 
+    # Stop withdraws every route; start publishes the new ports' routes again.
+    instance_stop(instance=instance)
+    wait_for_status(instance, Instance.Status.STOPPED)
+    eventually(lambda: not cf.records)
+    assert cf.ingress == [operator_rule, {"service": "http_status:404"}]
+    instance_start(instance=instance)
+    instance = wait_for_status(instance, Instance.Status.RUNNING, Instance.Status.FAILED)
+    assert instance.status == Instance.Status.RUNNING, instance.last_error
+    restarted = {b.host_port for b in instance.ports.all()}
+    eventually(lambda: len(cf.records) == 4)
+    assert {int(rule["service"].rsplit(":", 1)[1]) for rule in cf.ingress[1:-1]} == restarted
+    assert all(rule["hostname"].startswith(label + "-") for rule in cf.ingress[1:-1])
+
     instance_destroy(instance=instance)
     wait_for_status(instance, Instance.Status.TERMINATED)
     eventually(lambda: not cf.records)
@@ -401,5 +414,5 @@ def test_cloudflare_mode_creates_then_removes_exactly_that_instances_routes(
     assert cf.records == {}
     deleted = {c.path.rsplit("/", 1)[1] for c in cf.calls_to("DELETE", "/dns_records/")}
     created = {c.body["name"] for c in cf.calls_to("POST", "/dns_records")}
-    assert len(deleted) == 4
+    assert len(deleted) == 8  # after the stop, and after the destroy
     assert created == {rule["hostname"] for rule in expected_rules}
