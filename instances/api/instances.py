@@ -12,7 +12,7 @@ import time
 from decimal import Decimal
 from typing import Any
 
-from django.db.models import QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Window
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -22,15 +22,17 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import generics, serializers, status
+from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from instances import selectors, services
+from instances.access import access_for
 from instances.api.common import errors
 from instances.auth import InstanceCreateThrottle
 from instances.keys import MAX_KEY_CHARS, sshkeys_resolve
-from instances.models import Instance, InstanceEvent
+from instances.models import Instance, InstanceEvent, PortBinding
 
 WAIT_MAX_SECONDS = 120
 WAIT_POLL_SECONDS = 0.5
@@ -52,9 +54,64 @@ def money(value: Decimal) -> str:
     return f"{value:f}"
 
 
+# The columns the body reads: the list is the API's hot path, and the template's and
+# host's JSON columns would cost more to decode than everything else in the row.
+INSTANCE_COLUMNS = (
+    "public_id",
+    "owner_id",
+    "name",
+    "status",
+    "storage_gb",
+    "access",
+    "created_at",
+    "started_at",
+    "stopped_at",
+    "last_error",
+    "password_encrypted",
+    "access_token_encrypted",
+    "template__slug",
+    "gpu_type__sku",
+    "gpu_type__display_name",
+    "gpu_type__rate_per_hour",
+    "host__name",
+    "host__public_address",
+)
+PORT_COLUMNS = ("instance_id", "name", "host_port", "container_port", "protocol")
+
+
 def instances_for_api(qs: QuerySet[Instance]) -> QuerySet[Instance]:
-    # Everything the body reads in a fixed number of queries, whatever the page holds.
-    return qs.select_related("template", "gpu_type", "host").prefetch_related("ports")
+    """Everything the body reads in a fixed number of queries, whatever the page holds."""
+    return (
+        qs.select_related(None)
+        .select_related("template", "gpu_type", "host")
+        .only(*INSTANCE_COLUMNS)
+        .prefetch_related(None)
+        .prefetch_related(Prefetch("ports", queryset=PortBinding.objects.only(*PORT_COLUMNS)))
+    )
+
+
+class CountedPagination(LimitOffsetPagination):
+    """Limit/offset whose total comes with the page (COUNT(*) OVER ()): one query, not two."""
+
+    def paginate_queryset(self, queryset: QuerySet, request: Request, view: Any = None) -> list | None:
+        self.request = request
+        self.limit = self.get_limit(request)
+        if self.limit is None:
+            return None
+        self.offset = self.get_offset(request)
+        page = list(queryset.annotate(total_rows=Window(Count("*")))[self.offset : self.offset + self.limit])
+        # An empty page past the end still needs the real total for its links.
+        self.count = page[0].total_rows if page else (queryset.count() if self.offset else 0)
+        if self.count > self.limit and self.template is not None:
+            self.display_page_controls = True
+        return page
+
+
+_DATETIME = serializers.DateTimeField()
+
+
+def _datetime(value: Any) -> str | None:
+    return None if value is None else _DATETIME.to_representation(value)
 
 
 class BillingSerializer(serializers.Serializer):
@@ -95,6 +152,27 @@ class InstanceOutput(serializers.ModelSerializer):
         )
         read_only_fields = fields
 
+    def to_representation(self, obj: Instance) -> dict[str, Any]:
+        # By hand: the same fields, several times faster than one DRF field at a time
+        # (the list is the API's hot path). The declared fields still make the schema.
+        return {
+            "id": obj.public_id,
+            "name": obj.name,
+            "status": obj.status,
+            "gpu": obj.gpu_type.display_name,
+            "gpu_type": obj.gpu_type.sku,
+            "template": obj.template.slug,
+            "storage": obj.storage_gb,
+            "host": self.get_host(obj),
+            "access": self.get_access(obj),
+            "created_at": _datetime(obj.created_at),
+            "started_at": _datetime(obj.started_at),
+            "stopped_at": _datetime(obj.stopped_at),
+            "error": self.get_error(obj),
+            "billing": self.get_billing(obj),
+            "note": self.get_note(obj),
+        }
+
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_host(self, obj: Instance) -> str | None:
         return obj.host.name if obj.host_id else None
@@ -108,8 +186,6 @@ class InstanceOutput(serializers.ModelSerializer):
         }
     )
     def get_access(self, obj: Instance) -> dict[str, Any]:
-        from instances.access import access_for
-
         request = self.context.get("request")
         owner = request is not None and request.user.is_authenticated and request.user.pk == obj.owner_id
         return access_for(instance=obj, reveal_secrets=owner)
@@ -211,6 +287,7 @@ STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=Instance.Status
 
 class InstanceListApi(generics.GenericAPIView):
     serializer_class = InstanceOutput
+    pagination_class = CountedPagination
     throttle_classes = (InstanceCreateThrottle,)
 
     def get_queryset(self) -> QuerySet[Instance]:
