@@ -33,6 +33,9 @@ def _backoff(retries: int) -> int:
 def _run(task: Any, work: Callable[..., Instance], instance_id: int, *, give_up: str | None = None) -> str:
     try:
         return work(instance_id=instance_id).status
+    except Instance.DoesNotExist:
+        logger.warning("instance %s: no such row, nothing to do", instance_id)
+        return "missing"
     except InfrastructureError as exc:
         if task.request.retries >= task.max_retries and give_up:
             logger.warning("instance %s: giving up after %s retries: %s", instance_id, task.max_retries, exc.code)

@@ -74,7 +74,7 @@ def instance_lock(*, instance_id: int) -> Iterator[None]:
     holder still runs, and a killed holder's lock expires before Redis redelivers.
     Raises InstanceBusy (retried like any infrastructure error) when held.
     """
-    key = f"gpucloud:instance-lock:{instance_id}"
+    key = _lock_key(instance_id)
     token = secrets.token_hex(8)
     if not cache.add(key, token, timeout=settings.CELERY_TASK_TIME_LIMIT + 60):
         raise InstanceBusy(detail={"instance_id": instance_id})
@@ -83,6 +83,14 @@ def instance_lock(*, instance_id: int) -> Iterator[None]:
     finally:
         if cache.get(key) == token:
             cache.delete(key)
+
+
+def _lock_key(instance_id: int) -> str:
+    return f"gpucloud:instance-lock:{instance_id}"
+
+
+def instance_lock_held(*, instance_id: int) -> bool:
+    return cache.get(_lock_key(instance_id)) is not None
 
 
 def segment_is_open(instance: Instance) -> bool:

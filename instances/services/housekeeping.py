@@ -22,6 +22,7 @@ from instances.services.common import (
     Status,
     event_add,
     exposure_call,
+    instance_lock_held,
     logger,
     release,
     runtime_for,
@@ -39,6 +40,17 @@ class ReconcileReport:
     gpus_released: int = 0
     ports_released: int = 0
     networks_removed: list[str] = field(default_factory=list)
+    tasks_resent: list[str] = field(default_factory=list)
+
+
+# The worker task that moves an instance out of each in-between status.
+_TASK_FOR_STATUS = {
+    Status.PENDING: "instance_provision",
+    Status.PROVISIONING: "instance_provision",
+    Status.STARTING: "instance_start_task",
+    Status.STOPPING: "instance_stop_task",
+    Status.TERMINATING: "instance_destroy_task",
+}
 
 
 def _end_dead(*, instance: Instance, state: ContainerState | None) -> bool:
@@ -84,7 +96,8 @@ def host_reconcile(*, host: Host, runtime: DockerRuntime | None = None) -> Recon
     finally:
         if cache.get(key) == token:
             cache.delete(key)
-    if report.containers_removed or report.instances_ended or report.gpus_released or report.ports_released:
+    if any((report.containers_removed, report.instances_ended, report.gpus_released, report.ports_released,
+            report.tasks_resent)):  # fmt: skip
         logger.info("reconciled %s: %s", host.name, report)
     return report
 
@@ -115,11 +128,38 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
     report.gpus_released = resting.filter(gpu__isnull=False).exclude(status__in=Instance.GPU_HOLDING).update(gpu=None)
     report.ports_released, _ = PortBinding.objects.filter(host=host, instance__in=resting).delete()
 
+    _resend_stuck(host=host, report=report)
+
     live = set(Instance.objects.filter(host=host, status__in=CONTAINER_STATUSES).values_list("public_id", flat=True))
     for network in runtime.networks(labels={LABEL_HOST: host.name}):
         if network.removeprefix("gpucloud-") not in live and network not in {c.name for c in containers}:
             runtime.remove_network(network)
             report.networks_removed.append(network)
+
+
+def _resend_stuck(*, host: Host, report: ReconcileReport) -> None:
+    """Send the task again for a row stuck in an in-between status with no task working
+    on it (its message was lost, or its worker was killed and Redis would redeliver
+    only after the visibility timeout). Tasks are idempotent, so a duplicate is harmless."""
+    from instances import tasks
+
+    now = timezone.now()
+    stuck_after = timedelta(seconds=2 * settings.GPUCLOUD_READY_TIMEOUT_SECONDS + 60)
+    stuck = Instance.objects.filter(host=host, status__in=list(_TASK_FOR_STATUS), updated_at__lt=now - stuck_after)
+    for instance in stuck:
+        if instance_lock_held(instance_id=instance.pk):
+            continue  # a task is on it right now
+        # Claim by moving updated_at: one resend per period even if two runs race.
+        if Instance.objects.filter(pk=instance.pk, updated_at=instance.updated_at).update(updated_at=now):
+            task = getattr(tasks, _TASK_FOR_STATUS[instance.status])
+            task.apply_async(kwargs={"instance_id": instance.pk}, queue=host.queue)
+            event_add(
+                instance=instance,
+                kind=Kind.RECONCILED,
+                source=Source.RECONCILER,
+                message=f"{instance.status} for too long: its task was sent again",
+            )
+            report.tasks_resent.append(instance.public_id)
 
 
 def gpu_metrics_refresh(*, host: Host) -> int:

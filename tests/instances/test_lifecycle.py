@@ -202,3 +202,20 @@ def test_billing_stops_an_instance_with_its_reason(celery_worker, alice, this_ho
     assert (requested.source, requested.message) == ("billing", "balance exhausted")
     ended = instance.events.get(kind=Kind.ENDED)
     assert instance.started_at <= ended.at == instance.stopped_at
+
+
+def test_one_tenants_container_cannot_reach_anothers(celery_worker, alice, bob, this_host):
+    template = TemplateFactory()
+    mine = wait_for_status(launch(alice, template), "running", "failed")
+    theirs = wait_for_status(launch(bob, template, gpu_type="rtx-pro-6000"), "running", "failed")
+    assert (mine.status, theirs.status) == ("running", "running")
+    their_address = next(iter(inspect(theirs.container_id)["NetworkSettings"]["Networks"].values()))["IPAddress"]
+
+    probe = (
+        "python3 -c 'import socket,sys\n"
+        "try:\n"
+        f'    socket.create_connection(("{their_address}", 22), timeout=3); print("reached")\n'
+        "except OSError as exc:\n"
+        '    print("blocked", exc)\''
+    )
+    assert ssh_run(mine, probe, password=root_password(mine)).startswith("blocked")
