@@ -348,7 +348,9 @@ if not GPUCLOUD_ENCRYPTION_KEY and not DEBUG and env("GPUCLOUD_REQUIRE_ENCRYPTIO
 GPUCLOUD_STRIPE_JS_URL = env("GPUCLOUD_STRIPE_JS_URL", "https://js.stripe.com/v3/")
 # Billed-so-far per instance on the customer pages (keeps instances/ free of billing imports).
 GPUCLOUD_INSTANCE_COSTS = env("GPUCLOUD_INSTANCE_COSTS", "billing.web.instance_costs")
-GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "")
+# Checks a launch or start must pass (dotted paths, like AUTH_PASSWORD_VALIDATORS): by
+# default the balance must cover GPUCLOUD_MIN_BALANCE_MINUTES at the type's rate (402).
+GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "billing.checks.balance_covers_launch")
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
 GPUCLOUD_NEGATIVE_GRACE_SECONDS = env_int("GPUCLOUD_NEGATIVE_GRACE_SECONDS", 300)

@@ -57,7 +57,10 @@ def test_the_ledger_is_read_only(operator, alice):
     assert operator.get("/admin/billing/ledgerentry/").status_code == HTTPStatus.OK
     page = operator.get(f"/admin/billing/ledgerentry/{entry.pk}/change/")
     assert page.status_code == HTTPStatus.OK
-    assert operator.post(f"/admin/billing/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code == HTTPStatus.FORBIDDEN
+    assert (
+        operator.post(f"/admin/billing/ledgerentry/{entry.pk}/delete/", {"post": "yes"}).status_code
+        == HTTPStatus.FORBIDDEN
+    )
     assert operator.get("/admin/billing/ledgerentry/add/").status_code == HTTPStatus.FORBIDDEN
     assert LedgerEntry.objects.count() == 1
 
