@@ -25,3 +25,14 @@ class BillingConfig(AppConfig):
                 gpu_rate_record(gpu_type=instance, old_rate=old, new_rate=instance.rate_per_hour, now=timezone.now())
 
         pre_save.connect(record_rate_change, sender=GpuType, dispatch_uid="billing.record_rate_change")
+
+        from djstripe.signals import webhook_pre_validate
+
+        def ignore_secret_override(sender, instance, **kwargs) -> None:
+            # With DEBUG on, dj-stripe verifies against a secret the *request* may supply
+            # (X-Djstripe-Webhook-Secret, for the Stripe CLI): anyone could sign their own
+            # "payment succeeded". Only the endpoint's stored secret may vouch for money.
+            for name in [h for h in instance.headers if h.lower() == "x-djstripe-webhook-secret"]:
+                del instance.headers[name]
+
+        webhook_pre_validate.connect(ignore_secret_override, dispatch_uid="billing.ignore_secret_override")

@@ -53,6 +53,22 @@ def test_a_bad_signature_is_refused_and_changes_nothing(client, alice, webhook_e
     assert selectors.balance_get(user=alice) == 0
 
 
+def test_a_secret_sent_with_the_request_is_not_trusted_even_in_debug(client, alice, webhook_endpoint, settings):
+    settings.DEBUG = True  # dj-stripe honours X-Djstripe-Webhook-Secret in DEBUG
+    body = event_payload(
+        "payment_intent.succeeded", payment_intent(pi_id="pi_forged", user_id=alice.pk, amount_cents=9900)
+    )
+    response = client.post(
+        webhook_path(webhook_endpoint),
+        data=body,
+        content_type="application/json",
+        HTTP_STRIPE_SIGNATURE=sign(body, secret="whsec_attacker"),
+        HTTP_X_DJSTRIPE_WEBHOOK_SECRET="whsec_attacker",
+    )
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert not LedgerEntry.objects.exists()
+
+
 def test_a_tampered_body_is_refused(client, alice, webhook_endpoint):
     body = event_payload("payment_intent.succeeded", payment_intent(pi_id="pi_t", user_id=alice.pk, amount_cents=500))
     signature = sign(body)
