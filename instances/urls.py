@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import path, re_path
 
 from instances.api import instances, keys
+from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
 app_name = "api"
@@ -24,4 +25,5 @@ urlpatterns = [
     path("tokens/<str:token_id>", keys.TokenDetailApi.as_view(), name="token"),
     path("templates", TemplateListApi.as_view(), name="templates"),
     path("templates/<str:slug>", TemplateDetailApi.as_view(), name="template"),
+    re_path(r"", NotARoute.as_view()),
 ]

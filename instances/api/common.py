@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from drf_spectacular.utils import OpenApiResponse, inline_serializer
 from rest_framework import serializers
+from rest_framework.exceptions import NotFound
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
 
 ErrorSerializer = inline_serializer(
     name="Error",
@@ -49,3 +55,16 @@ class ApiTokenScheme(OpenApiAuthenticationExtension):
             "name": "Authorization",
             "description": "`Token <key>` (or `Bearer <key>`). Make one with `manage.py create_api_token`.",
         }
+
+
+class NotARoute(APIView):
+    """Any other path under /api/gpu/: a 404 in the one error shape, not Django's HTML page."""
+
+    schema = None  # not an operation of the API
+    authentication_classes = ()
+    permission_classes = ()
+
+    def http_method_not_allowed(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        raise NotFound("No such API route.")
+
+    get = post = put = patch = delete = head = options = http_method_not_allowed

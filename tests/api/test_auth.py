@@ -143,3 +143,27 @@ def test_a_session_needs_csrf_for_writes_and_the_browsable_api_works(alice):
 
 def test_the_browsable_api_login_page_is_served():
     assert APIClient().get("/api-auth/login/").status_code == HTTPStatus.OK
+
+
+def test_the_browsable_api_renders_every_customer_page(alice, this_host):
+    from instances import services
+    from tests.factories import TemplateFactory
+
+    TemplateFactory()
+    instance = services.instance_launch(
+        user=alice, template="test-sshd", gpu_type="rtx-5090", storage_gb=20, access=["ssh"]
+    )
+    client = APIClient()
+    client.force_login(alice)
+    for path in (
+        "/api/gpu/instances",
+        f"/api/gpu/instances/{instance.public_id}",
+        f"/api/gpu/instances/{instance.public_id}/events",
+        "/api/gpu/availability",
+        "/api/gpu/templates",
+        "/api/gpu/tokens",
+    ):
+        page = client.get(path, HTTP_ACCEPT="text/html")
+        assert page.status_code == HTTPStatus.OK, path
+        assert page["Content-Type"].startswith("text/html"), path
+    assert instance.public_id.encode() in client.get("/api/gpu/instances", HTTP_ACCEPT="text/html").content

@@ -281,3 +281,10 @@ def test_rates_are_shown_as_customers_read_them():
     from instances.api.instances import money
 
     assert [money(Decimal(v)) for v in ("1.4900", "2", "0.1250", "10.10")] == ["1.49", "2.00", "0.125", "10.10"]
+
+
+@pytest.mark.parametrize("path", ["/api/gpu/instances/", "/api/gpu/nothing", "/api/gpu/instances/inst_x/reboot"])
+def test_an_unknown_api_path_is_a_404_in_the_error_shape(alice_api, path):
+    response = alice_api.post(path)
+    assert response.status_code == HTTPStatus.NOT_FOUND
+    assert response.json()["error"]["code"] == "not-found"
