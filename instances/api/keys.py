@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from django.db.models import QuerySet
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import generics, serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -66,6 +67,23 @@ class SSHKeyListApi(generics.ListAPIView):
         data.is_valid(raise_exception=True)
         key = keys.sshkey_create(user=request.user, **data.validated_data)
         return Response(SSHKeyOutput(key).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Delete one of my SSH keys (`?id=` id or fingerprint)",
+        description="The same as `DELETE /api/gpu/ssh-keys/{key_id}`.",
+        tags=["ssh-keys"],
+        parameters=[OpenApiParameter("id", OpenApiTypes.STR, required=True, description="Id or SHA256 fingerprint.")],
+        responses={204: None, **errors(400, 404)},
+    )
+    def delete(self, request: Request) -> Response:
+        query = KeyRefInput(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        keys.sshkey_delete(user=request.user, key_id=query.validated_data["id"])
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class KeyRefInput(serializers.Serializer):
+    id = serializers.CharField(max_length=128)
 
 
 class SSHKeyDetailApi(APIView):

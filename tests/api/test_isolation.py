@@ -53,6 +53,7 @@ def test_bob_gets_404_on_every_route_and_changes_nothing(bob_api, alices_things)
         ("delete", f"/api/gpu/ssh-keys/{key.id}"),
         ("get", f"/api/gpu/ssh-keys/{key.fingerprint}"),
         ("delete", f"/api/gpu/ssh-keys/{key.fingerprint}"),
+        ("delete", f"/api/gpu/ssh-keys?id={key.id}"),
         ("delete", f"/api/gpu/tokens/{token.id}"),
     ]
     before = _snapshot(instance)

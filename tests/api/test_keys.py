@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 from http import HTTPStatus
+from urllib.parse import urlencode
 
 import pytest
 
@@ -111,6 +112,16 @@ def test_the_api_adds_lists_shows_and_deletes_my_keys(alice_api, alice):
     assert alice_api.delete(f"/api/gpu/ssh-keys/{body['id']}").status_code == HTTPStatus.NO_CONTENT
     assert not SSHKey.objects.filter(owner=alice).exists()
     assert alice_api.delete(f"/api/gpu/ssh-keys/{body['id']}").status_code == HTTPStatus.NOT_FOUND
+
+
+def test_delete_on_the_collection_takes_an_id_or_fingerprint(alice_api, alice):
+    one = sshkey_create(user=alice, public_key=ed25519_pub("one"))
+    two = sshkey_create(user=alice, public_key=ed25519_pub("two"))
+    assert alice_api.delete(f"/api/gpu/ssh-keys?id={one.id}").status_code == HTTPStatus.NO_CONTENT
+    response = alice_api.delete(f"/api/gpu/ssh-keys?{urlencode({'id': two.fingerprint})}")
+    assert response.status_code == HTTPStatus.NO_CONTENT
+    assert not SSHKey.objects.filter(owner=alice).exists()
+    assert alice_api.delete("/api/gpu/ssh-keys").status_code == HTTPStatus.BAD_REQUEST
 
 
 def test_the_api_explains_a_bad_key_in_the_error_shape(alice_api):
