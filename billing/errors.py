@@ -48,3 +48,9 @@ class PaymentProviderError(BillingError):
     code = "billing:payment-provider-error"
     status = HTTPStatus.BAD_GATEWAY
     default_message = "The payment provider could not be reached. Try again shortly."
+
+
+class TopupNotFound(BillingError):
+    code = "billing:topup-not-found"
+    status = HTTPStatus.NOT_FOUND
+    default_message = "No such top-up."

@@ -102,3 +102,28 @@ def _info(intent) -> PaymentIntentInfo:
         currency=intent.currency,
         status=intent.status,
     )
+
+
+# ---- the card step of the top-up page ------------------------------------------------
+# The page saves the card with a SetupIntent (Stripe.js confirmCardSetup), then the
+# server attaches it to the top-up's PaymentIntent and confirms; a card that needs 3-D
+# Secure comes back `requires_action` and the page finishes it with confirmCardPayment.
+
+
+def setup_intent_create(*, customer_id: str) -> str:
+    """A SetupIntent for the customer's card; returns its client secret."""
+    try:
+        intent = _client().v1.setup_intents.create(params={"customer": customer_id, "payment_method_types": ["card"]})
+    except stripe_sdk.StripeError as exc:
+        raise _fail("setup_intent_create", exc) from exc
+    return intent.client_secret
+
+
+def payment_intent_owner(*, payment_intent_id: str) -> str:
+    """The user id a top-up PaymentIntent was made for (its metadata), "" when none."""
+    try:
+        intent = _client().v1.payment_intents.retrieve(payment_intent_id)
+    except stripe_sdk.StripeError as exc:
+        raise _fail("payment_intent_retrieve", exc) from exc
+    metadata = intent.metadata.to_dict() if intent.metadata else {}
+    return str(metadata.get("user_id", "")) if metadata.get("purpose") == "topup" else ""

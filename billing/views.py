@@ -9,7 +9,7 @@ from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncMonth
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -66,8 +66,26 @@ def topup(request: HttpRequest) -> HttpResponse:
         "billing/topup_card.html",
         {
             "intent": intent,
+            "setup_secret": services.topup_card_setup(user=request.user),
             "amount_usd": Decimal(intent.amount_cents) / 100,
             "publishable_key": publishable,
             "stripe_js_url": settings.GPUCLOUD_STRIPE_JS_URL,
         },
     )
+
+
+@login_required
+@require_POST
+def topup_pay(request: HttpRequest, payment_intent_id: str) -> JsonResponse:
+    """The page's card was saved at Stripe: confirm the top-up with it (JSON for the page)."""
+    try:
+        intent = services.topup_pay(
+            user=request.user,
+            payment_intent_id=payment_intent_id,
+            payment_method=request.POST.get("payment_method", ""),
+        )
+    except Exception as exc:
+        if not (hasattr(exc, "code") and hasattr(exc, "message")):
+            raise
+        return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
+    return JsonResponse({"status": intent.status, "client_secret": intent.client_secret})

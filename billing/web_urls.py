@@ -10,4 +10,5 @@ urlpatterns = [
     path("", views.billing, name="billing"),
     path("balance/", views.balance_partial, name="balance"),
     path("topup/", views.topup, name="topup"),
+    path("topup/<str:payment_intent_id>/pay/", views.topup_pay, name="topup-pay"),
 ]

@@ -93,7 +93,7 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
             "gpucloud",
             "worker",
             "-Q",
-            queue,
+            f"{queue},default",
             "-c",
             "4",
             "-P",

@@ -6,7 +6,7 @@ import pytest
 from django.urls import reverse
 
 from instances.models import Instance, PortBinding
-from tests.factories import InstanceFactory
+from tests.factories import InstanceFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -88,11 +88,12 @@ def test_a_logged_out_visitor_is_sent_to_the_login_page(client, alices_instance)
 
 def test_a_launch_error_is_shown_in_words_and_creates_nothing(client, alice, this_host):
     client.force_login(alice)
-    response = client.post(
-        reverse("web:launch"), {"template": "pytorch", "gpu": "no-such-gpu", "storage": "50", "access": ["ssh"]}
-    )
+    template = TemplateFactory()
+    form = {"template": template.slug, "gpu": "no-such-gpu", "storage": "50", "access": ["ssh"]}
+    response = client.post(reverse("web:launch"), form)
     assert response.status_code == HTTPStatus.BAD_REQUEST
     assert b'data-code="instances:unknown-gpu-type"' in response.content
+    assert b"No such GPU type." in response.content
     assert not Instance.objects.filter(owner=alice).exists()
 
 
