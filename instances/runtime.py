@@ -278,8 +278,13 @@ class DockerRuntime:
             try:
                 self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
             except APIError as exc:
-                if exc.status_code != 409:  # made by a concurrent run of the same task
+                if exc.status_code == 409:  # made by a concurrent run of the same task
+                    return
+                if "address pool" not in str(exc.explanation or ""):
                     raise
+                # Docker's pools hold about 30 networks: free this host's unused ones, retry once.
+                self.client.api.prune_networks(filters={"label": [f"{LABEL_HOST}={labels.get(LABEL_HOST, '')}"]})
+                self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
 
     @staticmethod
     def _create_args(spec: ContainerSpec) -> dict[str, Any]:
