@@ -23,7 +23,10 @@ class Command(BaseCommand):
                 "description": "A local Debian image with sshd and a token-protected web page: for trying the "
                 "product on a machine without a registry.",
                 "image": "gpucloud-test/sshd:latest",
-                "ports": [{"name": "ssh", "port": 22, "protocol": "tcp"}, {"name": "jupyter", "port": 8888, "protocol": "http"}],
+                "ports": [
+                    {"name": "ssh", "port": 22, "protocol": "tcp"},
+                    {"name": "jupyter", "port": 8888, "protocol": "http"},
+                ],
                 "access_methods": ["ssh", "jupyter"],
                 "cap_add": SSHD_CAPS,
                 "sort_order": 90,
