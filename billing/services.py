@@ -34,7 +34,7 @@ from billing.models import (
     LedgerEntry,
     UsageRecord,
 )
-from instances.models import GpuType, Instance, InstanceEvent
+from instances.models import Gpu, GpuType, Instance, InstanceEvent
 
 logger = logging.getLogger("billing")
 
@@ -258,7 +258,8 @@ SELECT
 FROM instances_instanceevent e
 JOIN instances_instance i ON i.id = e.instance_id
 JOIN instances_gputype t ON t.id = i.gpu_type_id
-LEFT JOIN instances_gpu g ON g.id = i.gpu_id
+-- The GPU the segment ran on, as the worker recorded it (the instance may hold another now).
+LEFT JOIN instances_gpu g ON g.uuid = e.data->>'gpu' AND e.kind = 'started'
 WHERE e.kind IN ('started', 'ended') AND e.at <= %(now)s
   AND NOT EXISTS (SELECT 1 FROM billing_usagerecord u WHERE u.start_event_id = e.id)
 ON CONFLICT (start_event_id) DO NOTHING
@@ -399,7 +400,7 @@ def _meter_run_portable(*, now: datetime, interrupt: Callable[[str], None]) -> M
                 instance=instance,
                 user_id=instance.owner_id,
                 gpu_type_id=instance.gpu_type_id if gpu else None,
-                gpu_name=(instance.gpu.name if instance.gpu else instance.gpu_type.display_name) if gpu else "",
+                gpu_name=_gpu_name(event) if gpu else "",
                 storage_gb=None if gpu else instance.storage_gb,
                 start_event=event,
                 started_at=event.at,
@@ -426,6 +427,11 @@ def _meter_run_portable(*, now: datetime, interrupt: Callable[[str], None]) -> M
             _bill_one(usage=usage, now=now, result=result)
         interrupt("billed")
     return result
+
+
+def _gpu_name(event: InstanceEvent) -> str:
+    ran_on = Gpu.objects.filter(uuid=(event.data or {}).get("gpu") or "").values_list("name", flat=True).first()
+    return ran_on or event.instance.gpu_type.display_name
 
 
 def _bill_one(*, usage: UsageRecord, now: datetime, result: MeterResult) -> None:

@@ -39,6 +39,15 @@ def test_a_closed_segment_costs_its_seconds_at_the_rate_when_it_opened(alice, gp
     assert ledger_total(usage) == Decimal("-1.53")
 
 
+def test_a_segment_keeps_the_gpu_it_ran_on(alice, gpu_types, this_host, clock):
+    gpu = this_host.gpus.get(index=1)
+    instance = instance_for(alice, gpu_types["rtx-pro-6000"])
+    event(instance, "started", clock.now, gpu=gpu.uuid)
+    event(instance, "ended", clock.advance(100))
+    services.meter_run(now=clock.advance(1))
+    assert UsageRecord.objects.get(kind="gpu").gpu_name == gpu.name
+
+
 def test_a_short_run_pays_the_one_minute_minimum(alice, gpu_types, clock):
     instance = instance_for(alice, gpu_types["rtx-pro-6000"])
     event(instance, "started", clock.now)
