@@ -70,6 +70,7 @@ class SSHKeyListApi(generics.ListAPIView):
 
     @extend_schema(
         summary="Delete one of my SSH keys (`?id=` id or fingerprint)",
+        operation_id="gpu_ssh_keys_destroy_by_query",
         description="The same as `DELETE /api/gpu/ssh-keys/{key_id}`.",
         tags=["ssh-keys"],
         parameters=[OpenApiParameter("id", OpenApiTypes.STR, required=True, description="Id or SHA256 fingerprint.")],
