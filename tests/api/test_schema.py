@@ -138,3 +138,11 @@ def test_the_schema_and_the_docs_are_served_without_a_cdn(live_server, db):
     assert "unpkg" not in docs.text
     bundle = next(line for line in docs.text.split('"') if line.endswith("swagger-ui-bundle.js"))
     assert requests.get(f"{live_server.url}{bundle}", timeout=30).status_code == HTTPStatus.OK
+
+
+def test_the_schema_is_valid_openapi_without_warnings(tmp_path):
+    from django.core.management import call_command
+
+    # --fail-on-warn: a warning (an operationId collision, an unresolvable type) fails.
+    call_command("spectacular", "--validate", "--fail-on-warn", "--file", str(tmp_path / "schema.yaml"))
+    assert "/api/gpu/instances/{id}/restart:" in (tmp_path / "schema.yaml").read_text()
