@@ -106,9 +106,32 @@ class LedgerEntryAdmin(ReadOnlyAdmin):
     list_select_related = ("user", "operator")
     date_hierarchy = "at"
 
+    actions = ("refund_topups",)
+
     @admin.display(description="Amount (USD)", ordering="amount_usd")
     def amount(self, obj: LedgerEntry) -> str:
         return f"{obj.amount_usd:+.6f}"
+
+    def get_actions(self, request: HttpRequest) -> dict:
+        # Money leaves only by a superuser's hand; the action posts entries, never edits one.
+        actions = super().get_actions(request)
+        if not request.user.is_superuser:
+            actions.pop("refund_topups", None)
+        return actions
+
+    @admin.action(description="Refund the selected top-ups in full at Stripe")
+    def refund_topups(self, request: HttpRequest, queryset) -> None:
+        for entry in queryset.filter(kind=LedgerEntry.Kind.TOPUP):
+            try:
+                debit = services.topup_refund(entry=entry, operator=request.user)
+            except BillingError as exc:
+                self.message_user(request, f"{entry.stripe_id}: {exc.message}", messages.ERROR)
+            else:
+                if debit is None:
+                    self.message_user(request, f"{entry.stripe_id}: refund already recorded.", messages.WARNING)
+                else:
+                    amount = services.money(-debit.amount_usd)
+                    self.message_user(request, f"{entry.stripe_id}: {amount} USD refunded.", messages.SUCCESS)
 
 
 @admin.register(UsageRecord)

@@ -128,6 +128,8 @@ class LedgerEntry(models.Model):
     usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
     # The PaymentIntent (top-up) or Refund id at Stripe.
     stripe_id = models.CharField(max_length=255, blank=True)
+    # The top-up's PaymentIntent, on top-ups and their refunds (what is left to refund).
+    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
     operator = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
     )

@@ -20,7 +20,7 @@ from typing import Any
 from django.conf import settings
 from django.core.mail import send_mail
 from django.db import IntegrityError, connection, transaction
-from django.db.models import Q
+from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing import stripe
@@ -72,6 +72,7 @@ def ledger_post(
     idempotency_key: str,
     at: datetime | None = None,
     stripe_id: str = "",
+    payment_intent_id: str = "",
     operator: Any = None,
     reason: str = "",
 ) -> LedgerEntry | None:
@@ -92,6 +93,7 @@ def ledger_post(
                     idempotency_key=idempotency_key,
                     at=at or timezone.now(),
                     stripe_id=stripe_id,
+                    payment_intent_id=payment_intent_id,
                     operator=operator,
                     reason=reason,
                 )
@@ -117,21 +119,53 @@ def topup_credit(*, user_id: int, payment_intent_id: str, amount_usd: Decimal) -
         amount_usd=money(amount_usd),
         idempotency_key=f"topup:{payment_intent_id}",
         stripe_id=payment_intent_id,
+        payment_intent_id=payment_intent_id,
         reason="Stripe top-up",
     )
 
 
 def refund_debit(
-    *, user_id: int, refund_id: str, amount_usd: Decimal, payment_intent_id: str = ""
+    *, user_id: int, refund_id: str, amount_usd: Decimal, payment_intent_id: str = "", operator: Any = None
 ) -> LedgerEntry | None:
-    """Debit a refund once, keyed by its Stripe Refund id."""
+    """Debit a refund once, keyed by its Stripe Refund id (the webhook and the operator's
+    refund action may both report it)."""
     return ledger_post(
         user_id=user_id,
         kind=LedgerEntry.Kind.REFUND,
         amount_usd=-money(amount_usd),
         idempotency_key=f"refund:{refund_id}",
         stripe_id=refund_id,
+        payment_intent_id=payment_intent_id,
+        operator=operator,
         reason=f"Refund of {payment_intent_id}" if payment_intent_id else "Refund",
+    )
+
+
+def topup_refund(*, entry: LedgerEntry, operator: Any) -> LedgerEntry | None:
+    """Refund a top-up in full at Stripe and debit it now, keyed by the Refund id, so
+    Stripe's later `charge.refunded` webhook debits nothing more.
+
+    Raises InvalidAdjustment for an entry that is not a Stripe top-up, PaymentProviderError
+    when Stripe refuses (already refunded, for one). Calls Stripe outside any transaction.
+    """
+    if entry.kind != LedgerEntry.Kind.TOPUP or not entry.stripe_id:
+        raise InvalidAdjustment("Only Stripe top-ups can be refunded.", detail={"entry": entry.pk})
+    refunded = -(
+        LedgerEntry.objects.filter(kind=LedgerEntry.Kind.REFUND, payment_intent_id=entry.stripe_id).aggregate(
+            total=Sum("amount_usd")
+        )["total"]
+        or Decimal(0)
+    )
+    left = money(entry.amount_usd - refunded)
+    if left <= 0:
+        raise InvalidAdjustment("This top-up is already refunded.", detail={"payment_intent": entry.stripe_id})
+    refund_id = stripe.refund_create(payment_intent_id=entry.stripe_id, amount_cents=int(left * 100))
+    return refund_debit(
+        user_id=entry.user_id,
+        refund_id=refund_id,
+        amount_usd=left,
+        payment_intent_id=entry.stripe_id,
+        operator=operator,
     )
 
 
@@ -229,7 +263,8 @@ class MeterResult:
 
 
 # Opens a GPU segment per `started` event and a storage segment per `ended` event.
-# The GPU rate is the one in force at the event (price history, else the current
+# The GPU rate is the one in force at the event, a change at that very instant included
+# (price history, else the current
 # rate); storage is storage_gb * $/GB-month over a 30-day month.
 _OPEN_SQL = """
 INSERT INTO billing_usagerecord (
@@ -317,13 +352,14 @@ WITH calc AS (
      WHERE u.id = p.id AND (p.closing OR p.until > u.billed_until)
  RETURNING u.id
 ), ins AS (
-    INSERT INTO billing_ledgerentry (user_id, kind, amount_usd, idempotency_key, at, usage_id, stripe_id, reason)
+    INSERT INTO billing_ledgerentry (
+        user_id, kind, amount_usd, idempotency_key, at, usage_id, stripe_id, payment_intent_id, reason)
     SELECT p.user_id,
            CASE WHEN p.kind = 'gpu' THEN 'gpu-usage' ELSE 'storage' END,
            p.billed_usd - p.new_billed,
            'usage:' || p.id || ':' || CASE WHEN p.closing THEN 'final'
                ELSE to_char(p.until AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') END,
-           %(now)s, p.id, '', ''
+           %(now)s, p.id, '', '', ''
       FROM priced p JOIN upd ON upd.id = p.id
      WHERE p.new_billed <> p.billed_usd
  RETURNING user_id, amount_usd

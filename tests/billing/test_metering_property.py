@@ -88,6 +88,11 @@ def _run(ops, gpu_types, meter) -> None:
         now += timedelta(seconds=dt, microseconds=dt * 7919 % 1_000_000)
         return now
 
+    def tick_micro() -> datetime:
+        nonlocal now
+        now += timedelta(microseconds=1)
+        return now
+
     def end_gpu(i: int, at: datetime) -> None:
         k = running.pop(i)
         start = truth.gpu[k][1]
@@ -131,7 +136,10 @@ def _run(ops, gpu_types, meter) -> None:
             terminated.add(i)
         elif kind == "price":
             _, t, rate, dt = op
-            services.gpu_type_rate_set(gpu_type=types[t], rate_per_hour=rate, now=tick(dt))
+            # A change takes effect from its instant on; it comes strictly after what came
+            # before it in the sequence, so "in force when the segment opened" is unambiguous.
+            tick(dt)
+            services.gpu_type_rate_set(gpu_type=types[t], rate_per_hour=rate, now=tick_micro())
             price[types[t].pk] = rate
         elif kind == "meter":
             meter(now=tick(op[1]))

@@ -220,3 +220,40 @@ def test_a_paid_topup_is_credited_by_the_webhook_localstripe_sends(live_server, 
     entry = LedgerEntry.objects.get(user=alice)
     assert entry.idempotency_key == f"topup:{intent['id']}"
     assert entry.amount_usd == Decimal("42.50")
+
+
+def test_an_operator_refunds_a_topup_at_stripe_and_it_is_debited_once(
+    client, olga, alice, webhook_endpoint, localstripe
+):
+    from billing import services
+
+    intent = services.topup_create(user=alice, amount_usd="30.00")
+    assert billing_stripe.payment_intent_confirm(payment_intent_id=intent.id, payment_method="pm_card_visa").status == (
+        "succeeded"
+    )
+    paid = event_payload(
+        "payment_intent.succeeded", payment_intent(pi_id=intent.id, user_id=alice.pk, amount_cents=3000)
+    )
+    post_webhook(client, webhook_endpoint, paid, sign(paid))
+    topup = LedgerEntry.objects.get(user=alice, kind="topup")
+
+    client.force_login(olga)
+    response = client.post(
+        "/admin/billing/ledgerentry/", {"action": "refund_topups", "_selected_action": [str(topup.pk)]}
+    )
+    assert response.status_code == HTTPStatus.FOUND
+    refund = LedgerEntry.objects.get(user=alice, kind="refund")
+    assert refund.amount_usd == Decimal("-30.00")
+    assert refund.operator == olga
+    assert refund.stripe_id.startswith("re_")
+    assert selectors.balance_get(user=alice) == 0
+
+    # Stripe's own report of the same refund debits nothing more.
+    client.logout()
+    reported = _refund_event(charge_id="ch_x", pi_id=intent.id, refunds=[(refund.stripe_id, 3000)])
+    assert post_webhook(client, webhook_endpoint, reported, sign(reported)).status_code == HTTPStatus.OK
+    assert LedgerEntry.objects.filter(user=alice, kind="refund").count() == 1
+    # A second refund of the same top-up is refused by Stripe and changes nothing.
+    client.force_login(olga)
+    client.post("/admin/billing/ledgerentry/", {"action": "refund_topups", "_selected_action": [str(topup.pk)]})
+    assert selectors.balance_get(user=alice) == 0
