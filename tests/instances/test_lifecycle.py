@@ -123,7 +123,7 @@ def test_the_launched_container_carries_every_hardening_setting(celery_worker, a
     for binding in instance.ports.all():
         published = host_config["PortBindings"][f"{binding.container_port}/tcp"]
         assert published == [{"HostIp": "127.0.0.1", "HostPort": str(binding.host_port)}]
-        assert 21000 <= binding.host_port <= 21999 < 32768  # clear of the ephemeral range
+        assert this_host.port_range_start <= binding.host_port <= this_host.port_range_end < 32768  # not ephemeral
     assert {k: v for k, v in config["Labels"].items() if k.count(".") == 1} == {
         "gpucloud.instance": instance.public_id,
         "gpucloud.owner": str(alice.pk),

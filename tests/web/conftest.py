@@ -9,8 +9,9 @@ import pytest
 
 from tests.billing.conftest import localstripe  # noqa: F401 (a shared session fixture)
 
-# Playwright's sync API runs an event loop in the test thread; the ORM calls the test
-# makes between browser steps are ordinary synchronous ones.
+# Playwright's sync API leaves an event loop running in the test thread for the rest of
+# the session; the ORM calls tests make beside it are ordinary synchronous ones.
+# (tests/gpucloud/test_settings.py keeps this test-only switch out of its production runs.)
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots"

@@ -46,6 +46,7 @@ def journey_setup(live_server, localstripe, celery_worker, this_host, settings):
     settings.GPUCLOUD_STRIPE_JS_URL = f"{localstripe}/js.stripe.com/v3/"
     cache.clear()  # allauth's rate limits (one confirmation email per address) live in Redis
     TemplateFactory()  # the local test image, as the operator would add it
+    WebhookEndpoint.objects.filter(id="we_browser_journey").delete()  # left by an interrupted run
     endpoint = WebhookEndpoint.objects.create(
         id="we_browser_journey",
         url=live_server.url,
