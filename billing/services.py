@@ -310,12 +310,13 @@ UPDATE billing_usagerecord u
   JOIN LATERAL (
     SELECT e.id AS event_id, e.at
       FROM instances_instanceevent e
-     WHERE e.instance_id = o.instance_id AND e.id > o.start_event_id
-       -- Only the per-instance index may drive this: a condition on kind or at that an
-       -- index could serve made the planner scan every such event once per segment.
+     WHERE e.instance_id = o.instance_id AND e.id + 0 > o.start_event_id
+       -- Only the per-instance index may drive this (hence `+ 0` and the CASE): with a
+       -- condition or ordering another index could serve (kind, at, the primary key),
+       -- the planner was seen scanning every such event once per segment.
        AND CASE o.kind WHEN 'gpu' THEN e.kind = 'ended'
                        ELSE e.kind IN ('started', 'terminated', 'workspace-removed') END
-     ORDER BY e.id
+     ORDER BY e.id + 0
      LIMIT 1
   ) c ON TRUE
  WHERE u.id = o.id AND o.closed_at IS NULL AND o.end_event_id IS NULL AND c.at <= %(now)s
