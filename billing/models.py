@@ -148,3 +148,21 @@ class LedgerEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_usd:+.2f} ({self.idempotency_key})"
+
+
+class MeterMark(models.Model):
+    """The highest event id that existed when a meter run began, one row per run (pruned).
+
+    A run only looks at events above the mark of a run at least an hour older: every
+    event below it was committed (no transaction stays open that long) and so already
+    billed, and the events table's history stops costing each run.
+    """
+
+    at = models.DateTimeField(db_index=True)
+    event_id_max = models.BigIntegerField()
+
+    class Meta:
+        ordering = ("-at",)
+
+    def __str__(self) -> str:
+        return f"meter run at {self.at:%Y-%m-%d %H:%M:%S} (events <= {self.event_id_max})"

@@ -296,6 +296,9 @@ JOIN instances_gputype t ON t.id = i.gpu_type_id
 -- The GPU the segment ran on, as the worker recorded it (the instance may hold another now).
 LEFT JOIN instances_gpu g ON g.uuid = e.data->>'gpu' AND e.kind = 'started'
 WHERE e.kind IN ('started', 'ended') AND e.at <= %(now)s
+  AND e.id > COALESCE(
+      (SELECT m.event_id_max FROM billing_metermark m
+        WHERE m.at <= %(now)s - %(mark_lag)s * INTERVAL '1 second' ORDER BY m.at DESC LIMIT 1), 0)
   AND NOT EXISTS (SELECT 1 FROM billing_usagerecord u WHERE u.start_event_id = e.id)
 ON CONFLICT (start_event_id) DO NOTHING
 """
@@ -374,6 +377,15 @@ SELECT (SELECT count(*) FROM upd), (SELECT count(*) FROM ins), (SELECT count(*) 
 """
 
 
+# Events at or below the mark of a run this much older are all billed (see MeterMark).
+METER_MARK_LAG_SECONDS = 3600
+
+_MARK_SQL = """
+INSERT INTO billing_metermark (at, event_id_max)
+SELECT %(now)s, COALESCE(MAX(id), 0) FROM instances_instanceevent
+"""
+
+
 def _no_interrupt(step: str) -> None:
     return None
 
@@ -398,6 +410,8 @@ def meter_run(*, now: datetime | None = None, interrupt: Callable[[str], None] |
         "hour": SECONDS_PER_HOUR,
         "month": SECONDS_PER_MONTH,
         "minimum": GPU_MINIMUM_SECONDS,
+        "mark_lag": METER_MARK_LAG_SECONDS,
+        "mark_keep": METER_MARK_LAG_SECONDS * 24,
     }
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SELECT pg_try_advisory_xact_lock(%s)", [METER_LOCK_KEY])
@@ -411,6 +425,8 @@ def meter_run(*, now: datetime | None = None, interrupt: Callable[[str], None] |
         cur.execute(_BILL_SQL, params)
         billed, entries, closed = cur.fetchone()
         interrupt("billed")
+        cur.execute(_MARK_SQL, params)
+        cur.execute("DELETE FROM billing_metermark WHERE at < %(now)s - %(mark_keep)s * INTERVAL '1 second'", params)
     return MeterResult(ran=True, opened=opened, closed=closed, billed=billed, entries=entries)
 
 
