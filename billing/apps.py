@@ -26,7 +26,11 @@ class BillingConfig(AppConfig):
 
         pre_save.connect(record_rate_change, sender=GpuType, dispatch_uid="billing.record_rate_change")
 
-        from djstripe.signals import webhook_pre_validate
+        from djstripe.signals import webhook_pre_process, webhook_pre_validate
+
+        from billing.webhooks import webhook_pre_process as handle_webhook
+
+        webhook_pre_process.connect(handle_webhook, dispatch_uid="billing.webhook_pre_process")
 
         def ignore_secret_override(sender, instance, **kwargs) -> None:
             # With DEBUG on, dj-stripe verifies against a secret the *request* may supply

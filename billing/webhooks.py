@@ -1,11 +1,14 @@
 """Stripe webhook handling, called by dj-stripe after it verified the signature.
 
 dj-stripe's view checks `Stripe-Signature` against the WebhookEndpoint row's secret
-(400 and nothing processed when it fails), stores a WebhookEventTrigger and calls
-DJSTRIPE_WEBHOOK_EVENT_CALLBACK inside its transaction. We handle the payload here
-instead of dj-stripe's object sync, which would call back to Stripe for every event.
-Credits and debits are keyed by the PaymentIntent / Refund id, so duplicate and
-out-of-order deliveries post nothing more.
+(400 and nothing processed when it fails), stores a WebhookEventTrigger and, for a
+valid one, sends `djstripe.signals.webhook_pre_process` inside its transaction
+(billing.apps connects `webhook_pre_process` here; the DJSTRIPE_WEBHOOK_EVENT_CALLBACK
+setting this used to hang on is deprecated and fails `check --deploy`). We handle the
+payload here, then record the Event row ourselves: dj-stripe's own processing skips an
+event it already has, so its object sync, which would call back to Stripe for every
+event, never runs. Credits and debits are keyed by the PaymentIntent / Refund id, so
+duplicate and out-of-order deliveries post nothing more.
 """
 
 from __future__ import annotations
@@ -20,6 +23,28 @@ from billing import services
 from billing.models import BillingAccount, LedgerEntry
 
 logger = logging.getLogger("billing.webhooks")
+
+
+def webhook_pre_process(sender: Any, instance: Any, **kwargs: Any) -> None:
+    """dj-stripe's signal for a trigger whose signature verified: handle it, then record it."""
+    webhook_event_callback(instance)
+    _event_record(instance.json_body)
+
+
+def _event_record(event: dict) -> None:
+    from djstripe.models import Event
+
+    if not event.get("id"):
+        return
+    Event.objects.get_or_create(
+        id=event["id"],
+        defaults={
+            "type": event.get("type", ""),
+            "data": event.get("data") or {},
+            "api_version": event.get("api_version") or "",
+            "livemode": bool(event.get("livemode")),
+        },
+    )
 
 
 def webhook_event_callback(trigger: Any, api_key: str | None = None) -> None:

@@ -207,6 +207,12 @@ REST_FRAMEWORK = {
         "instance-create": env("GPUCLOUD_THROTTLE_CREATE", "30/minute"),
         "auth-failure": env("GPUCLOUD_THROTTLE_AUTH_FAILURES", "20/minute"),
     },
+    # DRF's parsers, bounded: an oversized or too deeply nested body is a 4xx, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "gpucloud.parsers.JSONParser",
+        "gpucloud.parsers.FormParser",
+        "gpucloud.parsers.MultiPartParser",
+    ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gpucloud.exceptions.api_exception_handler",
@@ -286,8 +292,8 @@ DJSTRIPE_FOREIGN_KEY_TO_FIELD = "id"
 DJSTRIPE_WEBHOOK_VALIDATION = "verify_signature"
 DJSTRIPE_USE_NATIVE_JSONFIELD = True
 # Webhook payloads are handled by billing (credit/debit once per Stripe id) instead of
-# dj-stripe's object sync, which calls back to Stripe for every event.
-DJSTRIPE_WEBHOOK_EVENT_CALLBACK = "billing.webhooks.webhook_event_callback"
+# dj-stripe's object sync, which calls back to Stripe for every event: billing.apps
+# connects dj-stripe's webhook_pre_process signal (its callback setting is deprecated).
 
 # ---- GPU Cloud -------------------------------------------------------------------
 GPUCLOUD_HOST_NAME = env("GPUCLOUD_HOST_NAME", socket.gethostname().split(".")[0].lower())
@@ -365,7 +371,11 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # At DEBUG the Stripe SDK logs every response body: PaymentIntents' client_secret.
+        "stripe": {"level": "INFO"},
+    },
 }
 
 # Periodic jobs (django-celery-beat's DatabaseScheduler installs these; operators can

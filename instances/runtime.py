@@ -312,6 +312,9 @@ class DockerRuntime:
             "memswap_limit": f"{spec.memory_mb}m",  # no swap beyond the limit
             "nano_cpus": int(spec.cpu_limit * 1_000_000_000),
             "ipc_mode": "private",
+            # Docker's default on cgroup v1 hosts is the host's cgroup namespace, which
+            # shows the container the host's cgroup paths (/proc/self/cgroup).
+            "cgroupns": "private",
             "device_requests": device_requests,
             "restart_policy": {"Name": "no"},  # the reconciler, not Docker, decides what a death means
             "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),

@@ -1,0 +1,123 @@
+"""Fixtures of the security suite: hostile tenants on real Docker, the web and API.
+
+Every container this suite's worker creates carries `gpucloud.host=<this test host>`.
+A session-long `docker events` listener inspects each one the moment it is created
+(so even a container that lives a few milliseconds is seen), and the last test of
+test_tenants.py asserts on every one of them: no privilege, only allowed capabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+from django.conf import settings
+
+from instances.inventory import host_sync
+from instances.models import Host
+from templates_app.catalog import CATALOG
+from tests.billing.conftest import localstripe, webhook_endpoint  # noqa: F401 - fixtures used here
+from tests.factories import TemplateFactory
+from tests.instances.conftest import docker, inspect  # noqa: F401 - shared with the tests here
+
+# Four simulated GPUs: two tenants, a bomber and a spare can run at once.
+TENANT_GPUS = [
+    {"index": 0, "name": "NVIDIA GeForce RTX 5090", "sku": "rtx-5090", "memory_mb": 32607},
+    {"index": 1, "name": "NVIDIA GeForce RTX 5090", "sku": "rtx-5090", "memory_mb": 32607},
+    {"index": 2, "name": "NVIDIA RTX PRO 6000 Blackwell", "sku": "rtx-pro-6000", "memory_mb": 97887},
+    {"index": 3, "name": "NVIDIA RTX PRO 6000 Blackwell", "sku": "rtx-pro-6000", "memory_mb": 97887},
+]
+# What a container may be given on top of `--cap-drop ALL`: the catalog's and the test image's.
+ALLOWED_CAPS = {cap for entry in CATALOG for cap in entry["cap_add"]} | set(TemplateFactory.cap_add.function())
+
+
+def host_label() -> str:
+    return f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}"
+
+
+class ContainerLog:
+    """Every container created with this host's label, inspected as it was created."""
+
+    def __init__(self) -> None:
+        self.created: list[str] = []
+        self.inspected: dict[str, dict] = {}
+        self.missed: list[str] = []
+        self._proc = subprocess.Popen(
+            ["docker", "events", "--filter", "type=container", "--filter", "event=create", "--filter", host_label(),
+             "--format", "{{.ID}}"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        self._thread = threading.Thread(target=self._follow, daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            container = line.strip()
+            if not container:
+                continue
+            self.created.append(container)
+            done = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=False)
+            if done.returncode == 0:
+                self.inspected[container] = json.loads(done.stdout)[0]
+            else:
+                self.missed.append(container)
+
+    def snapshot(self) -> None:
+        """Inspect what is there now too (a test's end, before its containers go)."""
+        for container in docker("ps", "-aq", "--no-trunc", "--filter", host_label()).split():
+            found = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=False)
+            if found.returncode == 0 and container not in self.inspected:
+                self.inspected[container] = json.loads(found.stdout)[0]
+
+    def close(self) -> None:
+        self._proc.terminate()
+        self._proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def container_log() -> Iterator[ContainerLog]:
+    log = ContainerLog()
+    yield log
+    log.close()
+
+
+def _remove_everything_of_this_host() -> None:
+    ids = docker("ps", "-aq", "--no-trunc", "--filter", host_label()).split()
+    if ids:
+        docker("rm", "-f", *ids, check=False)
+    networks = docker("network", "ls", "-q", "--filter", host_label()).split()
+    if networks:
+        docker("network", "rm", *networks, check=False)
+
+
+@pytest.fixture(autouse=True)
+def _containers_recorded_then_removed(container_log) -> Iterator[None]:
+    yield
+    container_log.snapshot()
+    _remove_everything_of_this_host()
+
+
+def _clear_rate_limits() -> None:
+    # Only throttle and allauth rate-limit counters: the same Redis database is the broker.
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    for pattern in ("*throttle*", "*allauth:rl:*"):
+        for key in client.scan_iter(match=pattern):
+            client.delete(key)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_rate_limits() -> Iterator[None]:
+    _clear_rate_limits()
+    yield
+    _clear_rate_limits()
+
+
+@pytest.fixture
+def tenant_host(db, gpu_types) -> Host:
+    """This machine as a Host with four simulated GPUs, named as the worker's queue."""
+    return host_sync(name=settings.GPUCLOUD_HOST_NAME, source="simulated", declared=TENANT_GPUS).host
