@@ -307,6 +307,9 @@ GPUCLOUD_DATA_ROOT = Path(env("GPUCLOUD_DATA_ROOT", str(VAR_DIR / "data")))
 GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 24 * 3600)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
+# A host whose runc / NVIDIA Container Toolkit lack known escape fixes takes no instances
+# (instances/preflight.py); 1 on that host's worker takes them anyway, knowingly.
+GPUCLOUD_PREFLIGHT_OVERRIDE = env_bool("GPUCLOUD_PREFLIGHT_OVERRIDE", default=False)
 GPUCLOUD_STORAGE_GB_MIN = env_int("GPUCLOUD_STORAGE_GB_MIN", 10)
 GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
@@ -387,4 +390,5 @@ CELERY_BEAT_SCHEDULE = {
     "workspace-cleanup": {"task": "instances.tasks.workspace_cleanup_all_hosts", "schedule": 300.0},
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
+    "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
 }

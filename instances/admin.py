@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
 
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
 
@@ -22,10 +22,19 @@ class GpuInline(admin.TabularInline):
 
 @admin.register(Host)
 class HostAdmin(admin.ModelAdmin):
-    list_display = ("name", "status", "public_address", "bind_address", "port_range", "gpu_count", "last_heartbeat_at")
+    list_display = (
+        "name",
+        "status",
+        "preflight",
+        "public_address",
+        "bind_address",
+        "port_range",
+        "gpu_count",
+        "last_heartbeat_at",
+    )
     list_filter = ("status",)
     search_fields = ("name", "public_address")
-    readonly_fields = ("last_heartbeat_at", "facts", "created_at")
+    readonly_fields = ("preflight_status", "last_heartbeat_at", "facts", "created_at")
     inlines = [GpuInline]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
@@ -38,6 +47,35 @@ class HostAdmin(admin.ModelAdmin):
     @admin.display(description="Port range")
     def port_range(self, obj: Host) -> str:
         return f"{obj.port_range_start}-{obj.port_range_end}"
+
+    @admin.display(description="Preflight")
+    def preflight(self, obj: Host) -> str:
+        """Passed / overridden / REFUSED (instances.preflight); "not checked" before the first run."""
+        found = (obj.facts or {}).get("preflight")
+        if not found:
+            return "not checked"
+        if found.get("blocked"):
+            return "REFUSED"
+        return "overridden" if found.get("overridden") else "passed"
+
+    @admin.display(description="Preflight (runc, NVIDIA Container Toolkit)")
+    def preflight_status(self, obj: Host) -> str:
+        found = (obj.facts or {}).get("preflight")
+        if not found:
+            return format_html(
+                "<strong>Not checked yet.</strong> A host with real GPUs takes no instances until its worker "
+                "has checked runc and the NVIDIA Container Toolkit (<code>manage.py sync_host</code> or a "
+                "worker start)."
+            )
+        colour = "#ba2121" if found.get("blocked") else ("#b26b00" if found.get("overridden") else "#2b7a0b")
+        checks = format_html_join("", "<li>{}</li>", ((c.get("message", ""),) for c in found.get("checks", [])))
+        return format_html(
+            '<strong style="color:{}">{}</strong><ul>{}</ul><small>Checked at {}</small>',
+            colour,
+            found.get("message", ""),
+            checks,
+            found.get("checked_at", ""),
+        )
 
 
 @admin.register(GpuType)

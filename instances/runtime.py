@@ -178,6 +178,11 @@ class DockerRuntime:
                 return False
         return True
 
+    def engine_info(self) -> dict[str, Any]:
+        """`docker info` of the engine (its runtimes and RuncCommit feed the host preflight)."""
+        with _mapped_errors("info"):
+            return self.client.api.info()
+
     # -- writing ---------------------------------------------------------------------
     def run(self, spec: ContainerSpec) -> ContainerState:
         """Create and start the container of `spec`, replacing a stale one of that name.

@@ -8,6 +8,7 @@ from django.db.models import Count, Q, QuerySet
 
 from instances.errors import NotFound
 from instances.models import GpuType, Host, Instance, InstanceEvent
+from instances.preflight import unschedulable_hosts
 from instances.runtime import DockerRuntime, get_runtime
 
 
@@ -30,9 +31,9 @@ def instance_get(*, user: Any, public_id: str) -> Instance:
 
 
 def availability() -> list[dict[str, Any]]:
-    """Per enabled GPU type: its rate and how many enabled GPUs on online hosts exist
-    and are free (held by no pending-to-starting instance)."""
-    usable = Q(gpus__enabled=True, gpus__host__status=Host.Status.ONLINE)
+    """Per enabled GPU type: its rate and how many enabled GPUs on online hosts that
+    passed their preflight exist and are free (held by no pending-to-starting instance)."""
+    usable = Q(gpus__enabled=True, gpus__host__status=Host.Status.ONLINE) & ~Q(gpus__host__in=unschedulable_hosts())
     busy = usable & Q(gpus__instances__status__in=Instance.GPU_HOLDING)
     types = GpuType.objects.filter(enabled=True).annotate(
         total=Count("gpus", filter=usable, distinct=True),

@@ -14,10 +14,13 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
+from celery.signals import worker_ready
+from django.conf import settings
 
 from instances import services
 from instances.errors import InfrastructureError
 from instances.models import Host, Instance
+from instances.preflight import host_preflight
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +112,23 @@ def gpu_metrics_all_hosts() -> int:
 @shared_task
 def workspace_cleanup_all_hosts() -> int:
     return _fan_out(workspace_cleanup_host)
+
+
+@shared_task(acks_late=True)
+def preflight_host(*, host_id: int) -> bool:
+    """Check this host's runc / NVIDIA toolkit (instances.preflight); False when it is refused."""
+    return not host_preflight(host=Host.objects.get(pk=host_id)).blocked
+
+
+@shared_task
+def preflight_all_hosts() -> int:
+    return _fan_out(preflight_host)
+
+
+@worker_ready.connect
+def _preflight_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    # A worker may start on a host whose runc or toolkit changed since its last check:
+    # check again before it takes work (on its own queue, so the check runs on this host).
+    host = Host.objects.filter(name=settings.GPUCLOUD_HOST_NAME).first()
+    if host is not None:
+        preflight_host.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)

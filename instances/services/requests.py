@@ -28,6 +28,7 @@ from instances.errors import (
     UnknownTemplate,
 )
 from instances.models import Gpu, GpuType, Host, Instance, PortBinding
+from instances.preflight import unschedulable_hosts
 from instances.services.common import Kind, Source, Status, event_add
 from templates_app.models import Template
 
@@ -116,8 +117,11 @@ def _free_gpu(*, gpu_type: GpuType, host: Host | None = None) -> Gpu | None:
     """Lock a free enabled GPU of the type on an online host, skipping ones another
     transaction is taking; the partial unique constraint catches what slips past."""
     busy = Instance.objects.filter(status__in=Instance.GPU_HOLDING, gpu__isnull=False).values("gpu_id")
-    candidates = Gpu.objects.filter(gpu_type=gpu_type, enabled=True, host__status=Host.Status.ONLINE).exclude(
-        pk__in=busy
+    candidates = (
+        Gpu.objects.filter(gpu_type=gpu_type, enabled=True, host__status=Host.Status.ONLINE)
+        .exclude(pk__in=busy)
+        # A host whose runc / NVIDIA toolkit lacks escape fixes (instances.preflight) takes nothing.
+        .exclude(host__in=unschedulable_hosts())
     )
     if host is not None:
         candidates = candidates.filter(host=host)

@@ -6,6 +6,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from instances import gpus
 from instances.inventory import host_sync
+from instances.preflight import host_preflight
 
 
 class Command(BaseCommand):
@@ -37,3 +38,6 @@ class Command(BaseCommand):
             kind = "simulated" if gpu.simulated else "real"
             sku = gpu.gpu_type.sku if gpu.gpu_type else "no type"
             self.stdout.write(f"  gpu{gpu.index}: {gpu.name} [{sku}, {kind}] {gpu.uuid}")
+        # Before the host takes instances: are its runc and NVIDIA toolkit patched?
+        preflight = host_preflight(host=result.host)
+        self.stdout.write(f"Preflight: {preflight.message}")
