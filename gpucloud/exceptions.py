@@ -7,11 +7,15 @@ from here.
 
 from __future__ import annotations
 
+import logging
 from http import HTTPStatus
 from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
+from kombu.exceptions import OperationalError as BrokerError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -34,7 +38,26 @@ def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
     return {"error": {"code": code, "message": message, "detail": detail or {}}}
 
 
+logger = logging.getLogger(__name__)
+
+# Redis (the cache behind throttles and locks, and the Celery broker) unreachable: a
+# clear 503 with a stable code instead of a bare 500 (docs/reliability.md).
+_BACKING_SERVICE_DOWN = (RedisConnectionError, RedisTimeoutError, BrokerError)
+RETRY_AFTER_SECONDS = 5
+
+
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    if isinstance(exc, _BACKING_SERVICE_DOWN):
+        logger.warning("API request refused: Redis is unreachable (%s)", type(exc).__name__)
+        return Response(
+            error_body(
+                "service-unavailable",
+                "A service the API depends on (Redis) is unreachable. Try again shortly.",
+                {"retry_after_seconds": RETRY_AFTER_SECONDS},
+            ),
+            status=HTTPStatus.SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if hasattr(exc, "code") and hasattr(exc, "status") and not isinstance(exc, exceptions.APIException):
         return Response(
             error_body(exc.code, str(getattr(exc, "message", exc)), getattr(exc, "detail", None)),

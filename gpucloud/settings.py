@@ -305,6 +305,8 @@ GPUCLOUD_PORT_RANGE = (env_int("GPUCLOUD_PORT_RANGE_START", 20000), env_int("GPU
 GPUCLOUD_DOCKER_URL = env("GPUCLOUD_DOCKER_URL", "unix:///var/run/docker.sock")
 GPUCLOUD_DATA_ROOT = Path(env("GPUCLOUD_DATA_ROOT", str(VAR_DIR / "data")))
 GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 24 * 3600)
+# A launch is refused (failed, "the workspace disk is full") below this much free space.
+GPUCLOUD_WORKSPACE_MIN_FREE_MB = env_int("GPUCLOUD_WORKSPACE_MIN_FREE_MB", 256)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
 # A host whose runc / NVIDIA Container Toolkit lack known escape fixes takes no instances

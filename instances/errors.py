@@ -91,6 +91,15 @@ class InfrastructureError(InstanceError):
     default_message = "The host's container engine is unavailable."
 
 
+class QueueUnavailable(InstanceError):
+    """A launch's task could not be handed to the broker (Redis down): the instance was
+    marked failed at once, its GPU and ports released, so nothing is half-made."""
+
+    code = "instances:queue-unavailable"
+    status = HTTPStatus.SERVICE_UNAVAILABLE
+    default_message = "The task queue is unreachable, so nothing was launched. Try again shortly."
+
+
 class AdmissionRefused(InstanceError):
     """Raised by an admission check (GPUCLOUD_ADMISSION_CHECKS); the check sets code/status."""
 

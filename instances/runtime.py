@@ -288,7 +288,11 @@ class DockerRuntime:
                 if "address pool" not in str(exc.explanation or ""):
                     raise
                 # Docker's pools hold about 30 networks: free this host's unused ones, retry once.
-                self.client.api.prune_networks(filters={"label": [f"{LABEL_HOST}={labels.get(LABEL_HOST, '')}"]})
+                # Only those older than a minute: a concurrent launch's network has no
+                # endpoint between its container's create and start, and pruning it then
+                # failed that launch with "network ... not found".
+                host_label = f"{LABEL_HOST}={labels.get(LABEL_HOST, '')}"
+                self.client.api.prune_networks(filters={"label": [host_label], "until": "60s"})
                 self.client.api.create_network(name, driver="bridge", labels=labels, check_duplicate=True)
 
     @staticmethod

@@ -35,13 +35,19 @@ def workspace_path(*, instance: Instance) -> Path:
 
 
 def workspace_ensure(*, instance: Instance) -> Path:
-    """Create the workspace if missing (idempotent). Raises RuntimeFailure when it cannot."""
+    """Create the workspace if missing (idempotent). Raises RuntimeFailure when it cannot,
+    or when its disk has less than GPUCLOUD_WORKSPACE_MIN_FREE_MB free."""
     path = workspace_path(instance=instance)
     try:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)
+        free_mb = shutil.disk_usage(path).free // 2**20
     except OSError as exc:
         raise RuntimeFailure(f"the workspace could not be created: {exc.strerror or exc}") from exc
+    # A full disk lets mkdir succeed (directories cost no blocks on some filesystems) and
+    # then fails the customer's first write: refuse before a container is made.
+    if free_mb < settings.GPUCLOUD_WORKSPACE_MIN_FREE_MB:
+        raise RuntimeFailure(f"the workspace disk is full ({free_mb} MB free)")
     return path
 
 

@@ -24,12 +24,13 @@ from instances.errors import (
     InvalidStorage,
     InvalidTransition,
     NoCapacity,
+    QueueUnavailable,
     UnknownGpuType,
     UnknownTemplate,
 )
 from instances.models import Gpu, GpuType, Host, Instance, PortBinding
 from instances.preflight import unschedulable_hosts
-from instances.services.common import Kind, Source, Status, event_add
+from instances.services.common import Kind, Source, Status, event_add, logger, release
 from templates_app.models import Template
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -158,13 +159,45 @@ def _no_capacity(gpu_type: GpuType) -> NoCapacity:
     )
 
 
-def _enqueue(task_name: str, instance: Instance) -> None:
+def _enqueue(task_name: str, instance: Instance, *, launch_source: str | None = None) -> None:
+    """Send the worker's task once the row is committed.
+
+    The broker can be down after the commit. A launch (`launch_source` set) then ends
+    `failed` at once with its GPU and ports released, and QueueUnavailable (503) goes
+    to the caller: no `pending` row is left holding a GPU the customer was told
+    nothing about. Any other step stays in its in-between status, which the reconciler
+    resends once the broker is back (housekeeping._resend_stuck), so it is only logged.
+    """
     from instances import tasks
 
     task = getattr(tasks, task_name)
     host_queue = instance.host.queue
-    instance_id = instance.pk
-    transaction.on_commit(lambda: task.apply_async(kwargs={"instance_id": instance_id}, queue=host_queue))
+    instance_id, public_id = instance.pk, instance.public_id
+
+    def send() -> None:
+        try:
+            task.apply_async(kwargs={"instance_id": instance_id}, queue=host_queue)
+        except Exception as exc:  # kombu's OperationalError, redis' errors: the message is not queued
+            logger.warning("instance %s: %s not queued: %s", public_id, task_name, type(exc).__name__)
+            if launch_source is None:
+                return
+            _launch_abandon(instance_id=instance_id, source=launch_source)
+            raise QueueUnavailable(detail={"id": public_id}) from exc
+
+    transaction.on_commit(send)
+
+
+def _launch_abandon(*, instance_id: int, source: str) -> None:
+    """A launch whose task never reached the broker: `failed`, GPU and ports freed."""
+    reason = "the task queue was unreachable; nothing was started"
+    with transaction.atomic():
+        locked = Instance.objects.select_for_update(of=("self",)).get(pk=instance_id)
+        if locked.status != Status.PENDING:  # the message did get through and a worker took it
+            return
+        release(instance=locked)
+        locked.status, locked.last_error = Status.FAILED, reason
+        locked.save(update_fields=["gpu", "container_id", "status", "last_error", "updated_at"])
+        event_add(instance=locked, kind=Kind.FAILED, source=source, message=reason)
 
 
 def _scheduled_data(instance: Instance) -> dict[str, Any]:
@@ -196,7 +229,9 @@ def instance_launch(
     enqueue its provisioning on the host's queue.
 
     Raises UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
-    InvalidSSHKey, an admission check's error, or NoCapacity (detail: availability).
+    InvalidSSHKey, an admission check's error, or NoCapacity (detail: availability);
+    QueueUnavailable when the broker refuses the task after the commit (the instance is
+    then `failed`, holding nothing).
     """
     template = _template(template)
     gpu_type = _gpu_type(gpu_type)
@@ -230,7 +265,7 @@ def instance_launch(
                 source = Source.OPERATOR if actor is not None and actor != user else Source.USER
                 event_add(instance=instance, kind=Kind.CREATED, source=source, actor=actor or user)
                 event_add(instance=instance, kind=Kind.SCHEDULED, source=source, data=_scheduled_data(instance))
-                _enqueue("instance_provision", instance)
+                _enqueue("instance_provision", instance, launch_source=source)
             return instance
         except IntegrityError:
             # Another launch took this GPU or one of these ports first: try again.

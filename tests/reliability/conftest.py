@@ -1,0 +1,473 @@
+"""Real processes the fault suites start, break and start again.
+
+- `Worker`: a Celery worker subprocess on this host's queue (SIGKILL it, start it again);
+- `Gunicorn`: the WSGI app under gunicorn with threads, reached over real HTTP;
+- `private_redis`: a redis-server of our own on 127.0.0.1:6390, stopped and started by
+  the Redis test (the machine's shared Redis is never touched);
+- `private_postgres`: a PostgreSQL cluster of our own (initdb + pg_ctl on port 5490),
+  restarted by the PostgreSQL test (the machine's shared cluster is never touched);
+- `private_dockerd`: a Docker engine of our own on a socket under var/ (its own data
+  root, exec root, default bridge and address pool; no iptables), restarted by the
+  dockerd test: the shared engine and everyone's containers on it are never touched.
+
+Each writes its log under GPUCLOUD_VAR_DIR/reliability/ and is stopped at the end even
+when the test fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from django.conf import settings
+
+from instances.models import Gpu, Host, Instance, PortBinding
+from tests.conftest import ROOT
+from tests.instances.conftest import _remove_everything_of_this_host, docker
+
+LOGS = Path(settings.VAR_DIR) / "reliability"
+PRIVATE_REDIS_PORT = 6390
+PRIVATE_PG_PORT = 5490
+DOCKERD_SOCKET = Path(settings.VAR_DIR) / "reliability" / "dockerd.sock"
+DOCKERD_URL = f"unix://{DOCKERD_SOCKET}"
+TEST_IMAGE = "gpucloud-test/sshd:latest"
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; its value. AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def base_env(**overrides: str) -> dict[str, str]:
+    """The environment of a web or worker subprocess: the test database, this host."""
+    env = dict(os.environ)
+    db = settings.DATABASES["default"]
+    env["DATABASE_URL"] = (
+        f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+    )
+    env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(overrides)
+    return env
+
+
+class Process:
+    """A subprocess in its own session, so a signal reaches it and all its children."""
+
+    def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
+        self.name, self.argv, self.env = name, argv, env
+        self.log_path = LOGS / f"{name}.log"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("a") as log:
+            log.write(f"\n----- start {time.strftime('%H:%M:%S')} -----\n")
+            log.flush()
+            self.proc = subprocess.Popen(
+                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Send `sig` to the whole process group and wait for the leader to exit."""
+        if not self.alive():
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, sig)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        self.kill(signal.SIGTERM)
+
+
+class Worker(Process):
+    """A Celery worker consuming this host's queue and "default" (threads pool)."""
+
+    def __init__(self, name: str = "worker", *, concurrency: int = 4, **env: str) -> None:
+        queue = f"host.{settings.GPUCLOUD_HOST_NAME}"
+        argv = [sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", f"{queue},default"]
+        argv += ["-c", str(concurrency), "-P", "threads", "--without-gossip", "--without-mingle", "-l", "INFO"]
+        argv += ["-n", f"faults-{name}@%h"]
+        super().__init__(name, argv, base_env(**env))
+
+    def start(self) -> None:
+        mark = len(self.log())
+        super().start()
+        wait_until(
+            lambda: "ready." in self.log()[mark:] or not self.alive(), timeout=60, what=f"worker {self.name} ready"
+        )
+        if not self.alive():
+            raise RuntimeError(f"worker {self.name} exited:\n{self.log()[-3000:]}")
+
+
+class Gunicorn(Process):
+    """The WSGI app under gunicorn on a free loopback port."""
+
+    def __init__(self, name: str = "gunicorn", *, workers: int = 2, threads: int = 8, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        argv = [sys.executable, "-m", "gunicorn", "gpucloud.wsgi", "-b", f"127.0.0.1:{self.port}"]
+        argv += ["-w", str(workers), "--threads", str(threads), "--timeout", "120", "--graceful-timeout", "5"]
+        super().__init__(name, argv, base_env(**env))
+
+    def start(self) -> None:
+        super().start()
+
+        def answers() -> bool:
+            if not self.alive():
+                raise RuntimeError(f"gunicorn exited:\n{self.log()[-3000:]}")
+            try:
+                return requests.get(f"{self.url}/api/gpu/availability", timeout=2).status_code > 0
+            except requests.RequestException:
+                return False
+
+        wait_until(answers, timeout=60, what="gunicorn to answer")
+
+
+def purge_queues(broker_url: str | None = None) -> None:
+    """Empty this host's queue and "default" on `broker_url` (the test broker by default)."""
+    from gpucloud.celery import app
+
+    with app.connection_for_write(broker_url) as conn:
+        for name in (f"host.{settings.GPUCLOUD_HOST_NAME}", "default"):
+            conn.default_channel.queue_purge(name)
+
+
+def _starter(kind: type[Process], default_name: str) -> Iterator[Callable[..., Any]]:
+    """Start processes of `kind` for one test; every one is SIGKILLed at its end."""
+    started: list[Process] = []
+
+    def start(name: str = default_name, **kwargs: Any) -> Process:
+        process = kind(name, **kwargs)
+        process.start()
+        started.append(process)
+        return process
+
+    yield start
+    for process in started:
+        process.kill()
+
+
+@pytest.fixture
+def start_worker() -> Iterator[Callable[..., Worker]]:
+    """`start_worker(name, **env)`: a Celery worker with `env` over the test's own."""
+    yield from _starter(Worker, "worker")
+
+
+@pytest.fixture
+def start_gunicorn() -> Iterator[Callable[..., Gunicorn]]:
+    """`start_gunicorn(name, workers=, threads=, **env)`: the app under gunicorn."""
+    yield from _starter(Gunicorn, "gunicorn")
+
+
+@pytest.fixture(autouse=True)
+def _clean_host(transactional_db) -> Iterator[None]:
+    """Every test starts and ends with no container, network or queued task of this host."""
+    _remove_everything_of_this_host()
+    purge_queues()
+    yield
+    _remove_everything_of_this_host()
+    purge_queues()
+
+
+# -- Redis ----------------------------------------------------------------------------
+class RedisServer(Process):
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.url = f"redis://127.0.0.1:{port}/0"
+        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+        super().__init__(f"redis-{port}", argv, dict(os.environ))
+
+    def ping(self) -> bool:
+        done = subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True, check=False)
+        return done.stdout.strip() == "PONG"
+
+    def start(self) -> None:
+        super().start()
+        wait_until(self.ping, timeout=20, what=f"redis on {self.port}")
+
+
+@pytest.fixture
+def private_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test's own on 127.0.0.1:6390, stopped at the end."""
+    server = RedisServer(PRIVATE_REDIS_PORT)
+    if server.ping():
+        raise RuntimeError(f"something already listens on {PRIVATE_REDIS_PORT}")
+    server.start()
+    yield server
+    server.stop()
+
+
+# -- PostgreSQL -----------------------------------------------------------------------
+def _as_postgres(*argv: str, check: bool = True) -> subprocess.CompletedProcess:
+    bindir = Path(subprocess.run(["pg_config", "--bindir"], capture_output=True, text=True, check=True).stdout.strip())
+    cmd = [str(bindir / argv[0]), *argv[1:]]
+    if os.geteuid() == 0:  # PostgreSQL refuses to run as root
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, check=check, timeout=120)
+
+
+class PostgresCluster:
+    """A cluster of our own: initdb + pg_ctl in a temporary directory, on port 5490."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.dir = Path(f"/tmp/gpucloud-faults-pg-{port}")
+        self.data = self.dir / "data"
+        self.log_path = LOGS / f"postgres-{port}.log"
+        self.db_name = "gpucloud_faults_private"
+        self.url = f"postgres://postgres@127.0.0.1:{port}/{self.db_name}"
+
+    def init(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.dir.mkdir(parents=True)
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path.touch()
+        if os.geteuid() == 0:
+            shutil.chown(self.dir, "postgres", "postgres")
+            shutil.chown(self.log_path, "postgres", "postgres")
+        _as_postgres("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
+
+    def ctl(self, action: str) -> None:
+        options = f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off"
+        _as_postgres(
+            "pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-o", options, "-w", "-m", "fast", action
+        )
+
+    def ready(self) -> bool:
+        return (
+            subprocess.run(["pg_isready", "-h", "127.0.0.1", "-p", str(self.port), "-q"], check=False).returncode == 0
+        )
+
+    def load_schema_from(self, db: dict[str, Any]) -> None:
+        """Copy the migrated test database's schema and migration history (seconds, where
+        `migrate` with dj-stripe's migrations takes about a minute)."""
+        subprocess.run(
+            ["createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", self.db_name], check=True
+        )
+        source = ["-h", db["HOST"] or "127.0.0.1", "-p", str(db["PORT"] or 5432), "-U", db["USER"] or "postgres"]
+        dump = subprocess.run(
+            ["pg_dump", *source, "--no-owner", "--schema-only", db["NAME"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        history = subprocess.run(
+            ["pg_dump", *source, "--no-owner", "--data-only", "-t", "django_migrations", "-t", "django_content_type",
+             "-t", "auth_permission", db["NAME"]],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout  # fmt: skip
+        for sql in (dump, history):
+            subprocess.run(
+                ["psql", "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", "-d", self.db_name,
+                 "-v", "ON_ERROR_STOP=1"],
+                input=sql,
+                text=True,
+                capture_output=True,
+                check=True,
+            )  # fmt: skip
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of this test's own, with the test database's schema."""
+    cluster = PostgresCluster(PRIVATE_PG_PORT)
+    if cluster.ready():
+        raise RuntimeError(f"something already listens on {PRIVATE_PG_PORT}")
+    cluster.init()
+    cluster.ctl("start")
+    try:
+        cluster.load_schema_from(settings.DATABASES["default"])
+        yield cluster
+    finally:
+        _as_postgres("pg_ctl", "-D", str(cluster.data), "-m", "immediate", "-w", "stop", check=False)
+        shutil.rmtree(cluster.dir, ignore_errors=True)
+
+
+# -- dockerd --------------------------------------------------------------------------
+PRIVATE_BRIDGE = ("gcfaults0", "10.230.0.1/24")
+
+
+class Dockerd(Process):
+    """A Docker engine of our own. Its default bridge is one we make (`--bridge
+    gcfaults0`): a second engine left to its defaults reconfigures the shared docker0,
+    and one started with `--bridge none`, or with address pools and no live restore,
+    deletes it, breaking every container of the shared engine on the default network. `--iptables=false` keeps it off the shared
+    engine's rules (published ports go through docker-proxy, which is all the tests
+    use); its address pool is one the shared engine does not use."""
+
+    def __init__(self, *, live_restore: bool) -> None:
+        self.live_restore = live_restore
+        argv = [
+            "dockerd",
+            "-H",
+            DOCKERD_URL,
+            "--data-root",
+            "/var/lib/gpucloud-faults-docker",
+            "--exec-root",
+            "/var/run/gpucloud-faults-docker",
+            "--pidfile",
+            "/var/run/gpucloud-faults-docker.pid",
+            "--bridge",
+            PRIVATE_BRIDGE[0],
+            "--iptables=false",
+            f"--live-restore={'true' if live_restore else 'false'}",
+        ]
+        if live_restore:
+            # dockerd 20.10 deletes the host's docker0 when it starts with address pools
+            # and without live restore: the pool only goes with live restore, and a run
+            # without it makes no network (the fixture starts it again with both).
+            argv += ["--default-address-pool", "base=10.231.0.0/16,size=24"]
+        super().__init__("dockerd", argv, dict(os.environ))
+
+    def cli(self, *args: str, check: bool = True) -> str:
+        return docker("-H", DOCKERD_URL, *args, check=check)
+
+    def answers(self) -> bool:
+        done = subprocess.run(["docker", "-H", DOCKERD_URL, "info"], capture_output=True, check=False, timeout=20)
+        return done.returncode == 0
+
+    def start(self) -> None:
+        DOCKERD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        name, address = PRIVATE_BRIDGE
+        if subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode:
+            subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", address, "dev", name], check=True)
+            subprocess.run(["ip", "link", "set", name, "up"], check=True)
+        super().start()
+        wait_until(self.answers, timeout=60, what="the private dockerd to answer", every=0.5)
+
+    def restart(self, *, live_restore: bool, while_down: Callable[[], None] | None = None) -> None:
+        """SIGTERM the engine as an operator's restart does, wait for it to exit, run
+        `while_down`, and start it again (with or without live restore)."""
+        self.stop()
+        if while_down is not None:
+            while_down()
+        self.__init__(live_restore=live_restore)  # type: ignore[misc]
+        self.start()
+
+
+@pytest.fixture(scope="session")
+def _private_dockerd_session() -> Iterator[Dockerd]:
+    engine = Dockerd(live_restore=True)
+    engine.start()
+    try:
+        if not engine.cli("images", "-q", TEST_IMAGE).strip():
+            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
+            subprocess.run(["docker", "-H", DOCKERD_URL, "load"], stdin=save.stdout, check=True, timeout=300)
+            save.wait(timeout=60)
+        yield engine
+    finally:
+        if not engine.alive():
+            engine.__init__(live_restore=True)  # type: ignore[misc]
+            with contextlib.suppress(Exception):
+                engine.start()
+        _empty(engine)
+        engine.stop()
+
+
+def _empty(engine: Dockerd) -> None:
+    with contextlib.suppress(Exception):
+        ids = engine.cli("ps", "-aq").split()
+        if ids:
+            engine.cli("rm", "-f", *ids, check=False)
+        engine.cli("network", "prune", "-f", check=False)
+
+
+@pytest.fixture
+def private_dockerd(_private_dockerd_session, this_host) -> Iterator[Dockerd]:
+    """A Docker engine of the test session's own, with the test image loaded, which
+    this host's rows now point at. Whatever a test did to it, it answers again at the
+    end (`finally`: started again if stopped), emptied of containers and networks."""
+    engine = _private_dockerd_session
+    Host.objects.filter(pk=this_host.pk).update(docker_url=DOCKERD_URL)
+    this_host.refresh_from_db()
+    try:
+        yield engine
+    finally:
+        if not engine.alive() or not engine.live_restore:
+            engine.stop()
+            engine.__init__(live_restore=True)  # type: ignore[misc]
+            engine.start()
+        _empty(engine)
+
+
+def containers_on(engine_url: str, **labels: str) -> list[str]:
+    """Ids of this host's containers (running or not) on the engine at `engine_url`."""
+    filters = ["--filter", f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}"]
+    for key, value in labels.items():
+        filters += ["--filter", f"label=gpucloud.{key}={value}"]
+    return docker("-H", engine_url, "ps", "-aq", "--no-trunc", *filters).split()
+
+
+def inspect_on(engine_url: str, container: str) -> dict:
+    return json.loads(docker("-H", engine_url, "inspect", container))[0]
+
+
+# -- invariants -----------------------------------------------------------------------
+def assert_nothing_leaked(*, host: Host, docker_host: str | None = None) -> None:
+    """No GPU held by a resting row, no port of a resting row, no GPU held twice, no
+    container of this host without a row that may have one, and one per live row."""
+    resting = Instance.objects.filter(host=host).exclude(status__in=Instance.GPU_HOLDING)
+    assert not resting.filter(gpu__isnull=False).exists(), "a resting instance holds a GPU"
+    assert not PortBinding.objects.filter(instance__in=resting).exclude(instance__status="stopped").exists()
+    assert not PortBinding.objects.filter(instance__status__in=["failed", "terminated"]).exists()
+    held = list(
+        Instance.objects.filter(status__in=Instance.GPU_HOLDING, gpu__isnull=False).values_list("gpu_id", flat=True)
+    )
+    assert len(held) == len(set(held)), "a GPU is held twice"
+    ports = list(PortBinding.objects.filter(host=host).values_list("host_port", flat=True))
+    assert len(ports) == len(set(ports)), "a host port is bound twice"
+    live = set(
+        Instance.objects.filter(
+            host=host, status__in=["provisioning", "running", "stopping", "starting", "terminating"]
+        ).values_list("public_id", flat=True)
+    )
+    args = ["-H", docker_host] if docker_host else []
+    found = docker(*args, "ps", "-a", "--filter", f"label=gpucloud.host={host.name}", "--format", "{{json .Labels}}")
+    labels = [dict(kv.split("=", 1) for kv in json.loads(line).split(",") if "=" in kv) for line in found.split()]
+    by_instance = [lbl.get("gpucloud.instance") for lbl in labels]
+    assert len(by_instance) == len(set(by_instance)), f"two containers for one instance: {by_instance}"
+    assert set(by_instance) <= live, f"containers without a live row: {set(by_instance) - live}"
+
+
+def gpus_of(host: Host) -> list[Gpu]:
+    return list(host.gpus.order_by("index"))
