@@ -229,3 +229,22 @@ def test_production_settings_pass_the_deploy_checks_and_refuse_without_the_encry
     )  # fmt: skip
     assert refused.returncode != 0
     assert "GPUCLOUD_ENCRYPTION_KEY is not set" in refused.stderr
+
+
+@pytest.mark.parametrize("login_page", ["/admin/login/", "/api-auth/login/"])
+def test_djangos_own_login_pages_share_the_failed_login_limits(olga, login_page):
+    """The admin's and the browsable API's login pages (username and password, Django's
+    forms) were unthrottled: instances.backends.ThrottledModelBackend charges allauth's limits."""
+
+    def login(address: str, password: str):
+        client = Client(REMOTE_ADDR=address)
+        response = client.post(login_page, {"username": olga.username, "password": password})
+        return response, "_auth_user_id" in client.session
+
+    assert login("10.5.0.1", PASSWORD)[1]  # control: the right password works, and costs nothing
+    for attempt in range(5):
+        response, logged_in = login(f"10.5.1.{attempt}", "wrong-password")
+        assert response.status_code == HTTPStatus.OK
+        assert not logged_in
+    # The username's budget is spent: the right password is refused too, from anywhere.
+    assert not login("10.5.2.1", PASSWORD)[1]
