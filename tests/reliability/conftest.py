@@ -35,9 +35,13 @@ from django.conf import settings
 
 from instances.models import Gpu, Host, Instance, PortBinding
 from tests.conftest import ROOT
-from tests.instances.conftest import _remove_everything_of_this_host, docker
+from tests.instances.conftest import docker
 
 LOGS = Path(settings.VAR_DIR) / "reliability"
+# The suite's host has a name, and so a queue, of its own: a worker another suite left
+# running on this host's queue (tests/conftest.py's session worker) never takes its tasks.
+REL_HOST = f"{settings.GPUCLOUD_HOST_NAME}-rel"
+REL_QUEUE = f"host.{REL_HOST}"
 PRIVATE_REDIS_PORT = 6390
 PRIVATE_PG_PORT = 5490
 DOCKERD_SOCKET = Path(settings.VAR_DIR) / "reliability" / "dockerd.sock"
@@ -70,7 +74,7 @@ def base_env(**overrides: str) -> dict[str, str]:
     env["DATABASE_URL"] = (
         f"postgres://{db['USER'] or 'postgres'}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
     )
-    env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
+    env["GPUCLOUD_HOST_NAME"] = REL_HOST
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
@@ -117,11 +121,10 @@ class Process:
 
 
 class Worker(Process):
-    """A Celery worker consuming this host's queue and "default" (threads pool)."""
+    """A Celery worker consuming the suite's host queue (threads pool)."""
 
     def __init__(self, name: str = "worker", *, concurrency: int = 4, **env: str) -> None:
-        queue = f"host.{settings.GPUCLOUD_HOST_NAME}"
-        argv = [sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", f"{queue},default"]
+        argv = [sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", REL_QUEUE]
         argv += ["-c", str(concurrency), "-P", "threads", "--without-gossip", "--without-mingle", "-l", "INFO"]
         argv += ["-n", f"faults-{name}@%h"]
         super().__init__(name, argv, base_env(**env))
@@ -161,12 +164,11 @@ class Gunicorn(Process):
 
 
 def purge_queues(broker_url: str | None = None) -> None:
-    """Empty this host's queue and "default" on `broker_url` (the test broker by default)."""
+    """Empty the suite's queue on `broker_url` (the test broker by default)."""
     from gpucloud.celery import app
 
     with app.connection_for_write(broker_url) as conn:
-        for name in (f"host.{settings.GPUCLOUD_HOST_NAME}", "default"):
-            conn.default_channel.queue_purge(name)
+        conn.default_channel.queue_purge(REL_QUEUE)
 
 
 def _starter(kind: type[Process], default_name: str) -> Iterator[Callable[..., Any]]:
@@ -199,11 +201,33 @@ def start_gunicorn() -> Iterator[Callable[..., Gunicorn]]:
 @pytest.fixture(autouse=True)
 def _clean_host(transactional_db) -> Iterator[None]:
     """Every test starts and ends with no container, network or queued task of this host."""
-    _remove_everything_of_this_host()
+    _remove_everything_of_the_suite()
     purge_queues()
     yield
-    _remove_everything_of_this_host()
+    _remove_everything_of_the_suite()
     purge_queues()
+
+
+def _remove_everything_of_the_suite() -> None:
+    ids = containers_on(settings.GPUCLOUD_DOCKER_URL)
+    if ids:
+        docker("rm", "-f", *ids, check=False)
+    networks = docker("network", "ls", "-q", "--filter", f"label=gpucloud.host={REL_HOST}").split()
+    if networks:
+        docker("network", "rm", *networks, check=False)
+
+
+@pytest.fixture
+def rel_host(gpu_types) -> Host:
+    """The suite's host with the two simulated GPUs (RTX 5090 index 0, RTX PRO 6000 index 1)."""
+    from instances.inventory import host_sync
+
+    return host_sync(name=REL_HOST, source="simulated").host
+
+
+def labelled(**labels: str) -> list[str]:
+    """The suite's containers (running or not) on the shared engine carrying `labels`."""
+    return containers_on(settings.GPUCLOUD_DOCKER_URL, **labels)
 
 
 # -- Redis ----------------------------------------------------------------------------
@@ -413,13 +437,13 @@ def _empty(engine: Dockerd) -> None:
 
 
 @pytest.fixture
-def private_dockerd(_private_dockerd_session, this_host) -> Iterator[Dockerd]:
+def private_dockerd(_private_dockerd_session, rel_host) -> Iterator[Dockerd]:
     """A Docker engine of the test session's own, with the test image loaded, which
     this host's rows now point at. Whatever a test did to it, it answers again at the
     end (`finally`: started again if stopped), emptied of containers and networks."""
     engine = _private_dockerd_session
-    Host.objects.filter(pk=this_host.pk).update(docker_url=DOCKERD_URL)
-    this_host.refresh_from_db()
+    Host.objects.filter(pk=rel_host.pk).update(docker_url=DOCKERD_URL)
+    rel_host.refresh_from_db()
     try:
         yield engine
     finally:
@@ -432,7 +456,7 @@ def private_dockerd(_private_dockerd_session, this_host) -> Iterator[Dockerd]:
 
 def containers_on(engine_url: str, **labels: str) -> list[str]:
     """Ids of this host's containers (running or not) on the engine at `engine_url`."""
-    filters = ["--filter", f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}"]
+    filters = ["--filter", f"label=gpucloud.host={REL_HOST}"]
     for key, value in labels.items():
         filters += ["--filter", f"label=gpucloud.{key}={value}"]
     return docker("-H", engine_url, "ps", "-aq", "--no-trunc", *filters).split()

@@ -35,9 +35,9 @@ def _same_type(host, gpu_types, count: int) -> None:
 
 
 def test_200_concurrent_launches_for_2_free_gpus_grant_exactly_2(
-    this_host, gpu_types, private_dockerd, start_gunicorn, start_worker
+    rel_host, gpu_types, private_dockerd, start_gunicorn, start_worker
 ):
-    _same_type(this_host, gpu_types, 2)
+    _same_type(rel_host, gpu_types, 2)
     TemplateFactory()
     keys = [token_create(user=UserFactory(username=f"rush{i}"), name="rush")[1] for i in range(20)]
     web = start_gunicorn(workers=2, threads=16, **WEB)
@@ -70,7 +70,7 @@ def test_200_concurrent_launches_for_2_free_gpus_grant_exactly_2(
     for instance in granted:
         wait_until(lambda i=instance: Instance.objects.get(pk=i.pk).status == "running", timeout=90, what="running")
         assert len(containers_on(DOCKERD_URL, instance=instance.public_id)) == 1
-    assert_nothing_leaked(host=this_host, docker_host=DOCKERD_URL)
+    assert_nothing_leaked(host=rel_host, docker_host=DOCKERD_URL)
 
 
 def _published_ports(container: str) -> list[int]:
@@ -79,9 +79,9 @@ def _published_ports(container: str) -> list[int]:
 
 
 def test_1000_random_operations_from_several_clients_keep_every_invariant(
-    alice, bob, this_host, gpu_types, private_dockerd, start_gunicorn, start_worker
+    alice, bob, rel_host, gpu_types, private_dockerd, start_gunicorn, start_worker
 ):
-    _same_type(this_host, gpu_types, 4)
+    _same_type(rel_host, gpu_types, 4)
     TemplateFactory()
     web = start_gunicorn(workers=2, threads=8, **WEB)
     start_worker(concurrency="8")
@@ -143,7 +143,7 @@ def test_1000_random_operations_from_several_clients_keep_every_invariant(
         every=1,
         what="every instance to settle",
     )
-    services.host_reconcile(host=this_host)
+    services.host_reconcile(host=rel_host)
     meter_run()
 
     # At most one active instance per GPU, in the rows and in the containers.
@@ -166,7 +166,7 @@ def test_1000_random_operations_from_several_clients_keep_every_invariant(
         assert f"NVIDIA_VISIBLE_DEVICES={running[public_id].gpu.index}" in devices
 
     # No host port bound twice, and Docker publishes exactly the bound ones.
-    bound = list(PortBinding.objects.filter(host=this_host).values_list("host_port", flat=True))
+    bound = list(PortBinding.objects.filter(host=rel_host).values_list("host_port", flat=True))
     assert len(bound) == len(set(bound))
     published = [p for c in containers.values() for p in _published_ports(c)]
     assert len(published) == len(set(published))
@@ -194,5 +194,5 @@ def test_1000_random_operations_from_several_clients_keep_every_invariant(
         assert start.instance_id == entry.usage.instance_id
         assert start.kind == ("started" if entry.usage.kind == "gpu" else "ended")
     assert LedgerEntry.objects.filter(kind="gpu-usage").exists()
-    assert_nothing_leaked(host=this_host, docker_host=DOCKERD_URL)
+    assert_nothing_leaked(host=rel_host, docker_host=DOCKERD_URL)
     print(json.dumps({f"{op} {code}": n for (op, code), n in sorted(done.items())}))

@@ -16,13 +16,13 @@ from instances import services
 from instances.models import InstanceEvent
 from instances.runtime import get_runtime
 from tests.factories import TemplateFactory
-from tests.instances.conftest import inspect, labelled_containers, wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked, wait_until
+from tests.instances.conftest import inspect, wait_for_status
+from tests.reliability.conftest import assert_nothing_leaked, labelled, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
 
-def test_a_container_out_of_memory_ends_failed_and_billed_to_its_finish_time(alice, this_host, gpu_types, start_worker):
+def test_a_container_out_of_memory_ends_failed_and_billed_to_its_finish_time(alice, rel_host, gpu_types, start_worker):
     gpu_types["rtx-5090"].__class__.objects.filter(sku="rtx-5090").update(ram_limit_mb=64)
     hungry = TemplateFactory(
         slug="test-oom",
@@ -39,12 +39,12 @@ def test_a_container_out_of_memory_ends_failed_and_billed_to_its_finish_time(ali
     instance = services.instance_launch(user=alice, template=hungry, gpu_type="rtx-5090", storage_gb=20, access=[])
     instance = wait_for_status(instance, "running", "failed")
     assert instance.status == "running", instance.last_error
-    container = labelled_containers(instance=instance.public_id)[0]
+    container = labelled(instance=instance.public_id)[0]
     wait_until(lambda: not inspect(container)["State"]["Running"], timeout=60, what="the OOM kill")
-    state = get_runtime(base_url=this_host.docker_url).inspect(container)
+    state = get_runtime(base_url=rel_host.docker_url).inspect(container)
     assert state.oom_killed
 
-    report = services.host_reconcile(host=this_host)
+    report = services.host_reconcile(host=rel_host)
     assert report.instances_ended == [instance.public_id]
     instance.refresh_from_db()
     assert instance.status == "failed"
@@ -55,8 +55,8 @@ def test_a_container_out_of_memory_ends_failed_and_billed_to_its_finish_time(ali
     usage = UsageRecord.objects.get(instance=instance, kind="gpu")
     assert usage.ended_at == state.finished_at
     assert usage.closed_at is not None
-    assert labelled_containers(instance=instance.public_id) == []
-    assert_nothing_leaked(host=this_host)
+    assert labelled(instance=instance.public_id) == []
+    assert_nothing_leaked(host=rel_host)
 
 
 @contextlib.contextmanager
@@ -81,7 +81,7 @@ def _mounted(path: Path, options: str, *, fill_mb: int = 0) -> Iterator[Path]:
     ids=["read-only", "full"],
 )
 def test_a_launch_on_an_unusable_workspace_root_fails_with_the_reason_and_leaks_nothing(
-    alice, this_host, start_worker, options, fill_mb, reason
+    alice, rel_host, start_worker, options, fill_mb, reason
 ):
     """A worker whose GPUCLOUD_DATA_ROOT is a read-only tmpfs, or a full one (8 MB, 7 MB
     of it written, refused under its 4 MB minimum)."""
@@ -97,6 +97,6 @@ def test_a_launch_on_an_unusable_workspace_root_fails_with_the_reason_and_leaks_
     assert reason in instance.last_error
     assert instance.gpu_id is None
     assert not instance.ports.exists()
-    assert labelled_containers() == []
+    assert labelled() == []
     assert not InstanceEvent.objects.filter(instance=instance, kind="started").exists()
-    assert_nothing_leaked(host=this_host)
+    assert_nothing_leaked(host=rel_host)

@@ -50,7 +50,7 @@ def _billed(instance: Instance) -> UsageRecord:
 
 
 def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_finish_and_the_living_on(
-    alice, this_host, private_dockerd, start_worker
+    alice, rel_host, private_dockerd, start_worker
 ):
     template = TemplateFactory()
     start_worker()
@@ -71,7 +71,7 @@ def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_fini
     assert not dead["Running"]
     assert _container(survives)["State"]["Running"]
 
-    report = services.host_reconcile(host=this_host)
+    report = services.host_reconcile(host=rel_host)
     assert report.instances_ended == [dies.public_id]
     dies.refresh_from_db()
     assert dies.status == "failed"
@@ -93,14 +93,14 @@ def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_fini
     # One segment from the one `started`, billed up to now: nothing skipped, nothing twice.
     assert living.started_at == InstanceEvent.objects.get(instance=survives, kind="started").at
     assert containers_on(DOCKERD_URL, instance=dies.public_id) == []
-    assert_nothing_leaked(host=this_host, docker_host=DOCKERD_URL)
+    assert_nothing_leaked(host=rel_host, docker_host=DOCKERD_URL)
 
     # 2. Live restore off: the engine stops the survivor as it shuts down.
     private_dockerd.restart(live_restore=False)
     back_at = timezone.now()
     stopped = _container(survives)["State"]
     assert not stopped["Running"]
-    report = services.host_reconcile(host=this_host)
+    report = services.host_reconcile(host=rel_host)
     assert report.instances_ended == [survives.public_id]
     survives.refresh_from_db()
     assert survives.status in ("stopped", "failed")
@@ -112,4 +112,4 @@ def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_fini
     assert living.ended_at == finished_at
     assert living.closed_at is not None
     assert sum(e.amount_usd for e in LedgerEntry.objects.filter(usage=living)) == -living.cost_usd
-    assert_nothing_leaked(host=this_host, docker_host=DOCKERD_URL)
+    assert_nothing_leaked(host=rel_host, docker_host=DOCKERD_URL)

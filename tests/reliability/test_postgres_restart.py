@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.reliability.conftest import base_env, wait_until
+from tests.reliability.conftest import REL_HOST, base_env, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
@@ -42,10 +42,10 @@ def _status(web, key: str, public_id: str) -> str:
     return answer.json()["status"]
 
 
-def test_web_and_worker_carry_on_after_postgresql_restarts(private_postgres, start_gunicorn, start_worker, settings):
+def test_web_and_worker_carry_on_after_postgresql_restarts(private_postgres, start_gunicorn, start_worker):
     env = {"DATABASE_URL": private_postgres.url}
     done = subprocess.run(
-        [sys.executable, "manage.py", "shell", "-c", SETUP.format(host=settings.GPUCLOUD_HOST_NAME)],
+        [sys.executable, "manage.py", "shell", "-c", SETUP.format(host=REL_HOST)],
         cwd=ROOT,
         env=base_env(**env),
         capture_output=True,

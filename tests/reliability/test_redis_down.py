@@ -18,8 +18,8 @@ from django.conf import settings
 from instances.keys import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.factories import TemplateFactory
-from tests.instances.conftest import labelled_containers, wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked
+from tests.instances.conftest import wait_for_status
+from tests.reliability.conftest import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
@@ -36,7 +36,7 @@ def _launch(server, key: str, **body) -> requests.Response:
 
 
 def test_launches_are_refused_with_503_while_redis_is_down_and_complete_once_it_is_back(
-    alice, this_host, private_redis, start_gunicorn, start_worker
+    alice, rel_host, private_redis, start_gunicorn, start_worker
 ):
     TemplateFactory()
     _, key = token_create(user=alice, name="faults")
@@ -58,18 +58,18 @@ def test_launches_are_refused_with_503_while_redis_is_down_and_complete_once_it_
     assert list(Instance.objects.values_list("public_id", flat=True)) == [running.public_id]
     assert PortBinding.objects.count() == 1
     # The instance already running is not disturbed by the outage.
-    assert len(labelled_containers(instance=running.public_id)) == 1
+    assert len(labelled(instance=running.public_id)) == 1
 
     private_redis.start()  # empty: what was queued before is gone, as after a crash
     after = _launch(web, key, gpu="rtx-pro-6000")
     assert after.status_code == HTTPStatus.ACCEPTED, after.text
     second = wait_for_status(Instance.objects.get(public_id=after.json()["id"]), "running", "failed")
     assert second.status == "running", second.last_error
-    assert_nothing_leaked(host=this_host)
+    assert_nothing_leaked(host=rel_host)
 
 
 def test_a_launch_whose_task_cannot_be_queued_fails_at_once_and_holds_nothing(
-    alice, this_host, private_redis, start_gunicorn, start_worker
+    alice, rel_host, private_redis, start_gunicorn, start_worker
 ):
     """The broker alone is down (the cache on the shared test Redis still answers), so
     the launch gets past the throttles, commits its row, and then cannot queue its task."""
@@ -90,12 +90,12 @@ def test_a_launch_whose_task_cannot_be_queued_fails_at_once_and_holds_nothing(
     assert "task queue was unreachable" in failed.last_error
     assert not failed.ports.exists()
     assert not InstanceEvent.objects.filter(instance=failed, kind="started").exists()  # nothing to bill
-    assert labelled_containers() == []
+    assert labelled() == []
 
     private_redis.start()
     again = _launch(web, key)
     assert again.status_code == HTTPStatus.ACCEPTED, again.text
     instance = wait_for_status(Instance.objects.get(public_id=again.json()["id"]), "running", "failed")
     assert instance.status == "running", instance.last_error
-    assert_nothing_leaked(host=this_host)
+    assert_nothing_leaked(host=rel_host)
     assert private_redis.url != settings.CELERY_BROKER_URL  # the test process kept its own broker

@@ -22,8 +22,8 @@ from instances import services
 from instances.models import Instance, InstanceEvent
 from instances.services.common import _lock_key
 from tests.factories import TemplateFactory
-from tests.instances.conftest import labelled_containers, wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked, wait_until
+from tests.instances.conftest import wait_for_status
+from tests.reliability.conftest import assert_nothing_leaked, labelled, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
@@ -35,14 +35,14 @@ def slow_template(db):
 
 
 def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
-    alice, this_host, slow_template, start_worker
+    alice, rel_host, slow_template, start_worker
 ):
     worker = start_worker("killed")
     instance = services.instance_launch(
         user=alice, template=slow_template, gpu_type="rtx-5090", storage_gb=20, access=["ssh"]
     )
     # The container exists and the worker waits for its ports: kill it there.
-    wait_until(lambda: labelled_containers(instance=instance.public_id), timeout=60, what="the container")
+    wait_until(lambda: labelled(instance=instance.public_id), timeout=60, what="the container")
     worker.kill()
     instance.refresh_from_db()
     assert instance.status == Instance.Status.PROVISIONING
@@ -52,15 +52,15 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     # Stand-ins for the clocks (see the module docstring): the lock expired, the row is old.
     cache.delete(_lock_key(instance.pk))
     Instance.objects.filter(pk=instance.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    report = services.host_reconcile(host=this_host)
+    report = services.host_reconcile(host=rel_host)
     assert report.tasks_resent == [instance.public_id]
 
     instance = wait_for_status(instance, Instance.Status.RUNNING, Instance.Status.FAILED, timeout=90)
     assert instance.status == Instance.Status.RUNNING, instance.last_error
-    assert len(labelled_containers(instance=instance.public_id)) == 1
+    assert len(labelled(instance=instance.public_id)) == 1
     assert instance.gpu_id is not None
     assert instance.ports.count() == 1
-    assert_nothing_leaked(host=this_host)
+    assert_nothing_leaked(host=rel_host)
 
     # Billed from the one `started` fact, the moment the resent task saw the ports answer.
     started = InstanceEvent.objects.get(instance=instance, kind="started")
@@ -70,15 +70,15 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     assert usage.ended_at is None
 
     # And a second run of the reconciler finds nothing more to do.
-    again = services.host_reconcile(host=this_host)
+    again = services.host_reconcile(host=rel_host)
     assert not (again.tasks_resent)
     assert not (again.containers_removed)
     assert not (again.instances_ended)
 
     services.instance_destroy(instance=instance)
     instance = wait_for_status(instance, Instance.Status.TERMINATED)
-    assert labelled_containers(instance=instance.public_id) == []
-    assert_nothing_leaked(host=this_host)
+    assert labelled(instance=instance.public_id) == []
+    assert_nothing_leaked(host=rel_host)
     meter_run()
     usage.refresh_from_db()
     ended = InstanceEvent.objects.get(instance=instance, kind="ended")
