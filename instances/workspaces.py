@@ -41,6 +41,9 @@ def workspace_ensure(*, instance: Instance) -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
         path.chmod(0o755)
+        # The container's root owns what it writes here, setuid-root files included (a
+        # bind mount cannot be nosuid): the host's other users must not reach them.
+        path.parent.chmod(0o700)
         free_mb = shutil.disk_usage(path).free // 2**20
     except OSError as exc:
         raise RuntimeFailure(f"the workspace could not be created: {exc.strerror or exc}") from exc

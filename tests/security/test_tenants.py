@@ -124,6 +124,19 @@ def test_a_tenant_sees_no_docker_socket_no_host_files_and_no_other_workspace(
         # And the same over SSH, as the customer logs in.
         assert ssh_run(mine, "ls /workspace; test -e /var/run/docker.sock || echo no-socket",
                        password=root_password(mine)).split() == [f"alice-marker-{tag}", "no-socket"]  # fmt: skip
+        # A setuid-root binary planted in the workspace (root in the container owns its
+        # files on the host) is out of reach of the host's unprivileged users.
+        inside(mine, "cp /usr/bin/python3 /workspace/suid-python && chmod 4755 /workspace/suid-python")
+        planted = workspace_path(instance=mine) / "suid-python"
+        assert planted.stat().st_mode & 0o4000
+        assert planted.stat().st_uid == 0
+        assert workspace_path(instance=mine).parent.stat().st_mode & 0o077 == 0
+        as_nobody = subprocess.run(
+            ["runuser", "-u", "nobody", "--", str(planted), "-c", "import os; print(os.geteuid())"],
+            capture_output=True, text=True, timeout=30, check=False,
+        )  # fmt: skip
+        assert as_nobody.returncode != 0
+        assert "Permission denied" in as_nobody.stderr
     finally:
         host_marker.unlink()
 
