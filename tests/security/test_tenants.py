@@ -10,6 +10,7 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -213,6 +214,9 @@ def test_a_tenant_cannot_reach_another_tenants_container(celery_worker, alice, b
         (their_ip, 8888),
         (my_gateway, host_port(theirs, "ssh")),
         (my_gateway, host_port(theirs, "jupyter")),
+        # Nor the control plane on the host: its PostgreSQL and its Redis (the Celery broker).
+        (my_gateway, int(settings.DATABASES["default"].get("PORT") or 5432)),
+        (my_gateway, int(urllib.parse.urlsplit(settings.REDIS_URL).port or 6379)),
     ]
     results = probe_tcp(mine, targets)
     assert results[0] == "reached"
