@@ -14,6 +14,7 @@ import secrets
 import time
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -45,8 +46,25 @@ def _login(session: requests.Session, base: str, email: str, password: str) -> r
     )
 
 
+def _register_webhook(localstripe: str, fields: dict[str, str]) -> None:
+    hook = urllib.request.Request(  # noqa: S310 - loopback localstripe
+        f"{localstripe}/_config/webhooks/security-logs", data=urllib.parse.urlencode(fields).encode()
+    )
+    urllib.request.urlopen(hook, timeout=10).close()  # noqa: S310 - loopback localstripe
+
+
+@pytest.fixture
+def stripe_webhooks(localstripe, live_server, webhook_endpoint) -> Iterator[None]:
+    """localstripe delivers `payment_intent.succeeded` to this test's endpoint, then stops:
+    it lives for the session and has no unregister (a registration with no events sends nothing)."""
+    fields = {"url": live_server.url + webhook_path(webhook_endpoint), "secret": WEBHOOK_SECRET}
+    _register_webhook(localstripe, {**fields, "events[]": "payment_intent.succeeded"})
+    yield
+    _register_webhook(localstripe, fields)
+
+
 def test_no_password_token_or_secret_reaches_any_log(
-    celery_worker, live_server, alice, tenant_host, webhook_endpoint, localstripe, settings, caplog, capfd
+    celery_worker, live_server, alice, tenant_host, stripe_webhooks, settings, caplog, capfd
 ):
     from allauth.account.models import EmailAddress
 
@@ -83,14 +101,6 @@ def test_no_password_token_or_secret_reaches_any_log(
     assert api.get(f"{base}/api/gpu/instances/{instance.public_id}/logs", timeout=30).status_code == 200
 
     # A top-up, paid at localstripe, credited by the signed webhook it sends us.
-    hook = urllib.request.Request(  # noqa: S310 - loopback localstripe
-        f"{localstripe}/_config/webhooks/security-logs",
-        data=urllib.parse.urlencode(
-            {"url": base + webhook_path(webhook_endpoint), "secret": WEBHOOK_SECRET,
-             "events[]": "payment_intent.succeeded"}
-        ).encode(),
-    )  # fmt: skip
-    urllib.request.urlopen(hook, timeout=10).close()  # noqa: S310 - loopback localstripe
     topup = api.post(f"{base}/api/billing/topups", json={"amount_usd": "25.00"}, timeout=30)
     assert topup.status_code == 201, topup.text
     client_secret = topup.json()["client_secret"]

@@ -203,8 +203,10 @@ def test_instance_credentials_are_encrypted_with_the_key_from_the_environment(al
 
 
 def test_production_settings_pass_the_deploy_checks_and_refuse_without_the_encryption_key():
+    # Playwright's pytest plugin sets DJANGO_ALLOW_ASYNC_UNSAFE in this process; no
+    # production environment has it (check --deploy refuses it).
     env = {
-        **os.environ,
+        **{k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"},
         "DEBUG": "0",
         "SECRET_KEY": "k3y-" + "z9y8x7w6v5u4t3s2" * 4,
         "GPUCLOUD_ENCRYPTION_KEY": Fernet.generate_key().decode(),
