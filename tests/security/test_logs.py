@@ -54,13 +54,14 @@ def _register_webhook(localstripe: str, fields: dict[str, str]) -> None:
 
 
 @pytest.fixture
-def stripe_webhooks(localstripe, live_server, webhook_endpoint) -> Iterator[None]:
-    """localstripe delivers `payment_intent.succeeded` to this test's endpoint, then stops:
-    it lives for the session and has no unregister (a registration with no events sends nothing)."""
+def stripe_webhooks(security_localstripe, live_server, webhook_endpoint, settings) -> Iterator[None]:
+    """The SDK pointed at localstripe, which delivers `payment_intent.succeeded` to this
+    test's endpoint, then stops (it has no unregister: a registration with no events sends nothing)."""
+    settings.STRIPE_API_HOST = security_localstripe
     fields = {"url": live_server.url + webhook_path(webhook_endpoint), "secret": WEBHOOK_SECRET}
-    _register_webhook(localstripe, {**fields, "events[]": "payment_intent.succeeded"})
+    _register_webhook(security_localstripe, {**fields, "events[]": "payment_intent.succeeded"})
     yield
-    _register_webhook(localstripe, fields)
+    _register_webhook(security_localstripe, fields)
 
 
 def test_no_password_token_or_secret_reaches_any_log(
