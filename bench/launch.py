@@ -37,6 +37,8 @@ os.environ.setdefault("GPUCLOUD_PORT_RANGE_START", "23000")
 os.environ.setdefault("GPUCLOUD_PORT_RANGE_END", "23999")
 os.environ.setdefault("GPUCLOUD_VAR_DIR", str(ROOT / "var" / "bench"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")
+# The bench measures the lifecycle, not the balance check: its user has no ledger.
+os.environ.setdefault("GPUCLOUD_ADMISSION_CHECKS", "")
 
 import django  # noqa: E402
 
