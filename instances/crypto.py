@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 
 from cryptography.fernet import Fernet, InvalidToken
@@ -10,11 +11,16 @@ from django.conf import settings
 
 
 def _fernet() -> Fernet:
-    key = settings.GPUCLOUD_ENCRYPTION_KEY
+    return _fernet_for(settings.GPUCLOUD_ENCRYPTION_KEY, settings.SECRET_KEY)
+
+
+@functools.lru_cache(maxsize=4)
+def _fernet_for(key: str, secret_key: str) -> Fernet:
+    # Cached per key: the list endpoint opens two credentials per instance.
     if not key:
         # DEBUG only (settings refuse production without a key): derive from SECRET_KEY.
         key = base64.urlsafe_b64encode(
-            hashlib.sha256(("gpucloud-credentials:" + settings.SECRET_KEY).encode()).digest()
+            hashlib.sha256(("gpucloud-credentials:" + secret_key).encode()).digest()
         ).decode()
     return Fernet(key.encode() if isinstance(key, str) else key)
 
