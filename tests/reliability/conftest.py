@@ -348,6 +348,7 @@ def private_postgres() -> Iterator[PostgresCluster]:
 
 # -- dockerd --------------------------------------------------------------------------
 PRIVATE_BRIDGE = ("gcfaults0", "10.230.0.1/24")
+PRIVATE_CONFIG = Path("/var/run/gpucloud-faults-docker.json")
 
 
 class Dockerd(Process):
@@ -374,6 +375,10 @@ class Dockerd(Process):
             PRIVATE_BRIDGE[0],
             "--iptables=false",
             f"--live-restore={'true' if live_restore else 'false'}",
+            # Never the shared engine's /etc/docker/daemon.json (its address pools would
+            # clash with the flag below, or bring back the docker0 deletion above).
+            "--config-file",
+            str(PRIVATE_CONFIG),
         ]
         if live_restore:
             # dockerd 20.10 deletes the host's docker0 when it starts with address pools
@@ -391,6 +396,7 @@ class Dockerd(Process):
 
     def start(self) -> None:
         DOCKERD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
+        PRIVATE_CONFIG.write_text("{}\n")
         name, address = PRIVATE_BRIDGE
         if subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode:
             subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)

@@ -42,15 +42,20 @@ def host_label() -> str:
     return f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}"
 
 
+# The control plane labels what it creates with the owner too; a stray container other
+# suites plant by hand to test the reconciler (host and instance labels only) is not ours.
+OWNER_LABEL = "label=gpucloud.owner"
+
+
 class ContainerLog:
-    """Every container created with this host's label, inspected as it was created."""
+    """Every container the control plane created on this host, inspected as it was created."""
 
     def __init__(self) -> None:
         self.created: list[str] = []
         self.inspected: dict[str, dict] = {}
         self.missed: list[str] = []
         self._proc = subprocess.Popen(
-            ["docker", "events", "--filter", "type=container", "--filter", "event=create", "--filter", host_label(),
+            ["docker", "events", "--filter", "type=container", "--filter", "event=create", "--filter", host_label(), "--filter", OWNER_LABEL,
              "--format", "{{.ID}}"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -72,7 +77,7 @@ class ContainerLog:
 
     def snapshot(self) -> None:
         """Inspect what is there now too (a test's end, before its containers go)."""
-        for container in docker("ps", "-aq", "--no-trunc", "--filter", host_label()).split():
+        for container in docker("ps", "-aq", "--no-trunc", "--filter", host_label(), "--filter", OWNER_LABEL).split():
             found = subprocess.run(["docker", "inspect", container], capture_output=True, text=True, check=False)
             if found.returncode == 0 and container not in self.inspected:
                 self.inspected[container] = json.loads(found.stdout)[0]
