@@ -14,6 +14,7 @@ from django.shortcuts import render
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
+from billing.errors import BillingError
 
 
 def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
@@ -56,9 +57,8 @@ def topup(request: HttpRequest) -> HttpResponse:
     amount = request.POST.get("amount_usd", "").strip()
     try:
         intent = services.topup_create(user=request.user, amount_usd=amount)
-    except Exception as exc:
-        if not (hasattr(exc, "code") and hasattr(exc, "message")):
-            raise
+        setup_secret = services.topup_card_setup(user=request.user)
+    except BillingError as exc:
         return render(request, "billing/billing.html", _context(request, error=exc, amount=amount), status=exc.status)
     publishable = settings.STRIPE_LIVE_PUBLIC_KEY if settings.STRIPE_LIVE_MODE else settings.STRIPE_TEST_PUBLIC_KEY
     return render(
@@ -66,7 +66,7 @@ def topup(request: HttpRequest) -> HttpResponse:
         "billing/topup_card.html",
         {
             "intent": intent,
-            "setup_secret": services.topup_card_setup(user=request.user),
+            "setup_secret": setup_secret,
             "amount_usd": Decimal(intent.amount_cents) / 100,
             "publishable_key": publishable,
             "stripe_js_url": settings.GPUCLOUD_STRIPE_JS_URL,
@@ -84,8 +84,6 @@ def topup_pay(request: HttpRequest, payment_intent_id: str) -> JsonResponse:
             payment_intent_id=payment_intent_id,
             payment_method=request.POST.get("payment_method", ""),
         )
-    except Exception as exc:
-        if not (hasattr(exc, "code") and hasattr(exc, "message")):
-            raise
+    except BillingError as exc:
         return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
     return JsonResponse({"status": intent.status, "client_secret": intent.client_secret})

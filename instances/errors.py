@@ -10,6 +10,12 @@ from http import HTTPStatus
 from typing import Any
 
 
+def is_domain_error(exc: BaseException) -> bool:
+    """Any app's domain error (ours, or billing's from an admission check): it carries a
+    stable code, a message for people and an HTTP status."""
+    return all(hasattr(exc, name) for name in ("code", "message", "status"))
+
+
 class InstanceError(Exception):
     code = "instances:error"
     status = HTTPStatus.BAD_REQUEST

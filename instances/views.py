@@ -19,7 +19,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from instances import keys, selectors, services
 from instances.access import access_for
-from instances.errors import InstanceError, NotFound
+from instances.errors import InstanceError, NotFound, is_domain_error
 from instances.models import Instance
 from templates_app.models import Template
 
@@ -56,10 +56,6 @@ def dashboard(request: HttpRequest) -> HttpResponse:
 
 
 def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any]:
-    balance = Decimal(0)
-    processor = "billing.web.balance"
-    if processor in settings.TEMPLATES[0]["OPTIONS"]["context_processors"]:
-        balance = import_string(processor)(request)["balance_usd"] or Decimal(0)
     return {
         "gpu_types": selectors.availability(),
         "templates": Template.objects.filter(enabled=True),
@@ -68,7 +64,6 @@ def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any
         "storage_min": settings.GPUCLOUD_STORAGE_GB_MIN,
         "storage_max": settings.GPUCLOUD_STORAGE_GB_MAX,
         "storage_rate": settings.GPUCLOUD_STORAGE_RATE_PER_GB_MONTH,
-        "balance": balance,
         "form": form,
     }
 
@@ -103,12 +98,8 @@ def launch(request: HttpRequest) -> HttpResponse:
                 ssh_password_auth=form["ssh_password_auth"],
                 actor=request.user,
             )
-        except InstanceError as exc:
-            context = _launch_context(request, form) | {"error": exc}
-            return render(request, "instances/launch.html", context, status=exc.status)
         except Exception as exc:
-            # Errors of other apps (billing's 402) carry the same attributes.
-            if not (hasattr(exc, "code") and hasattr(exc, "status")):
+            if not is_domain_error(exc):  # ours, or billing's 402 from the admission check
                 raise
             context = _launch_context(request, form) | {"error": exc}
             return render(request, "instances/launch.html", context, status=exc.status)
@@ -179,10 +170,8 @@ def instance_action(request: HttpRequest, public_id: str, action: str) -> HttpRe
     try:
         service(instance=instance, actor=request.user, source="user")
         messages.success(request, done.format(id=instance.public_id))
-    except InstanceError as exc:
-        messages.error(request, exc.message)
     except Exception as exc:
-        if not (hasattr(exc, "code") and hasattr(exc, "message")):
+        if not is_domain_error(exc):  # ours, or billing's 402 when a start is refused
             raise
         messages.error(request, exc.message)
     target = request.POST.get("next", "")

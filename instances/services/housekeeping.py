@@ -131,8 +131,9 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
     _resend_stuck(host=host, report=report)
 
     live = set(Instance.objects.filter(host=host, status__in=CONTAINER_STATUSES).values_list("public_id", flat=True))
+    listed = {c.name for c in containers}
     for network in runtime.networks(labels={LABEL_HOST: host.name}):
-        if network.removeprefix("gpucloud-") not in live and network not in {c.name for c in containers}:
+        if network.removeprefix("gpucloud-") not in live and network not in listed:
             runtime.remove_network(network)
             report.networks_removed.append(network)
 
