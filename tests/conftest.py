@@ -8,10 +8,7 @@ committed rows; they get a worker consuming this host's queue on the test databa
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +17,7 @@ from django.conf import settings
 
 from instances.models import Host
 from tests.factories import GpuTypeFactory, UserFactory
+from tests.processes import stop_group, worker_start
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -80,53 +78,14 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
     with app.connection_for_write() as conn:  # start from empty queues
         for name in (queue, "default"):
             conn.default_channel.queue_purge(name)
-    db_name = settings.DATABASES["default"]["NAME"]
-    log_path = Path(settings.VAR_DIR) / "test-worker.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    log = log_path.open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "gpucloud",
-            "worker",
-            "-Q",
-            f"{queue},default",
-            "-c",
-            "4",
-            "-P",
-            "threads",
-            "--without-gossip",
-            "--without-mingle",
-            "-l",
-            "INFO",
-            "-n",
-            f"pytest-{os.getpid()}@%h",
-        ],
-        cwd=ROOT,
-        env=_worker_env(db_name),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
+    proc = worker_start(
+        queues=[queue, "default"],
+        name="pytest",
+        env=_worker_env(settings.DATABASES["default"]["NAME"]),
+        log_path=Path(settings.VAR_DIR) / "test-worker.log",
     )
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if "ready." in log_path.read_text():
-            break
-        if proc.poll() is not None:
-            raise RuntimeError(f"celery worker exited:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.2)
-    else:
-        raise RuntimeError(f"celery worker never became ready:\n{log_path.read_text()[-3000:]}")
     yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    log.close()
+    stop_group(proc)
 
 
 @pytest.fixture

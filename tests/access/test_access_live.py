@@ -9,11 +9,8 @@ code-server and ttyd that check the token as the real ones do.
 from __future__ import annotations
 
 import io
-import os
 import re
-import signal
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -34,9 +31,10 @@ from instances.errors import NoCapacity
 from instances.inventory import host_sync
 from instances.models import Host, Instance, PortBinding
 from instances.services import instance_destroy, instance_launch, instance_start, instance_stop
-from tests.conftest import ROOT, _worker_env
+from tests.conftest import _worker_env
 from tests.factories import TemplateFactory
 from tests.instances.conftest import docker, wait_for_status
+from tests.processes import stop_group, worker_start
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
@@ -326,32 +324,17 @@ def cloudflare_worker(celery_worker, cloudflare_settings, gpu_types) -> Iterator
         GPUCLOUD_CLOUDFLARE_TUNNEL_ID=cf.tunnel_id,
         GPUCLOUD_CLOUDFLARE_API_BASE=cf.base_url,
     )
-    log_path = Path(settings.VAR_DIR) / "test-worker-cloudflare.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", queue, "-c", "2", "-P", "threads"),
-                *("--without-gossip", "--without-mingle", "-l", "INFO", "-n", f"pytest-cf-{os.getpid()}@%h"),
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while "ready." not in log_path.read_text():
-                assert proc.poll() is None, log_path.read_text()[-3000:]
-                assert time.monotonic() < deadline, log_path.read_text()[-3000:]
-                time.sleep(0.2)
-            yield host
-        finally:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+    proc = worker_start(
+        queues=[queue],
+        name="pytest-cf",
+        env=env,
+        log_path=Path(settings.VAR_DIR) / "test-worker-cloudflare.log",
+        concurrency=2,
+    )
+    try:
+        yield host
+    finally:
+        stop_group(proc)
 
 
 def test_cloudflare_routes_of_exactly_that_instance_follow_launch_stop_start_and_destroy(

@@ -6,9 +6,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import socket
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -22,44 +19,15 @@ from django.conf import settings
 from billing import services
 from instances.models import Instance, InstanceEvent
 from tests.factories import InstanceFactory, TemplateFactory
+from tests.processes import localstripe_start, stop_group
 
 WEBHOOK_SECRET = "whsec_billing_tests_0123456789abcdef"
-
-_LOCALSTRIPE = (
-    "import sys\n"
-    "from aiohttp import web\n"
-    "from localstripe import resources, server\n"
-    # Start from scratch and never share /tmp/localstripe.pickle with other sessions.
-    "resources.store.dump_to_disk = lambda: None\n"
-    "web.run_app(server.app, host='127.0.0.1', port=int(sys.argv[1]), print=None)\n"
-)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
 def localstripe() -> Iterator[str]:
     """localstripe on 127.0.0.1 in a subprocess, with the Stripe client pointed at it."""
-    port = _free_port()
-    log_path = Path(settings.VAR_DIR) / "localstripe.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with log_path.open("w") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _LOCALSTRIPE, str(port)], stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError(f"localstripe did not start:\n{log_path.read_text()[-2000:]}") from None
-            time.sleep(0.1)
-    url = f"http://127.0.0.1:{port}"
+    proc, url = localstripe_start(log_path=Path(settings.VAR_DIR) / "localstripe.log")
     previous = getattr(settings, "STRIPE_API_HOST", None)
     settings.STRIPE_API_HOST = url
     yield url
@@ -67,8 +35,7 @@ def localstripe() -> Iterator[str]:
         del settings.STRIPE_API_HOST
     else:
         settings.STRIPE_API_HOST = previous
-    proc.terminate()
-    proc.wait(timeout=10)
+    stop_group(proc, timeout=10)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -14,13 +13,9 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode
 
+from tests.processes import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _group_commands(pgid: int) -> list[str]:
@@ -37,7 +32,7 @@ def _get(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = N
 
 
 def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path):
-    port = _free_port()
+    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
     env.update({"GPUCLOUD_VAR_DIR": str(tmp_path), "GPUCLOUD_WEB_PORT": str(port), "GPUCLOUD_HOST_NAME": "quickstart"})
     log_path = tmp_path / "run.log"

@@ -9,11 +9,8 @@ test_tenants.py asserts on every one of them: no privilege, only allowed capabil
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
-import sys
 import threading
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -23,9 +20,10 @@ from django.conf import settings
 from instances.inventory import host_sync
 from instances.models import Host
 from templates_app.catalog import CATALOG
-from tests.billing.conftest import _LOCALSTRIPE, _free_port, webhook_endpoint  # noqa: F401 - a fixture used here
+from tests.billing.conftest import webhook_endpoint  # noqa: F401 - a fixture used here
 from tests.factories import TemplateFactory
 from tests.instances.conftest import docker, inspect  # noqa: F401 - shared with the tests here
+from tests.processes import localstripe_start, stop_group
 
 # Four simulated GPUs: two tenants, a bomber and a spare can run at once.
 TENANT_GPUS = [
@@ -136,20 +134,6 @@ def security_localstripe() -> Iterator[str]:
     """A localstripe of this suite's own. It leaves STRIPE_API_HOST alone (tests point the
     SDK at it through pytest-django's `settings`, undone after each test), so the billing
     suite's session-long localstripe, which sets that setting itself, never sees it."""
-    port = _free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-c", _LOCALSTRIPE, str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            break
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                raise RuntimeError("localstripe did not start") from None
-            time.sleep(0.1)
-    yield f"http://127.0.0.1:{port}"
-    proc.terminate()
-    proc.wait(timeout=10)
+    proc, url = localstripe_start()
+    yield url
+    stop_group(proc, timeout=10)

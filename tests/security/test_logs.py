@@ -123,8 +123,13 @@ def test_no_password_token_or_secret_reaches_any_log(
                         timeout=30).status_code == 401  # fmt: skip
     assert _login(browser, base, alice.email, login_password).status_code == 302
 
-    # Let the worker's last lines reach its file, then read everything.
-    time.sleep(1)
+    # The worker's last line for the launch is its task's "succeeded": wait for it to
+    # reach the file, then read everything.
+    provisioned = re.compile(r"instances\.tasks\.instance_provision\[[^\]]+\] succeeded")
+    deadline = time.monotonic() + 20
+    while not provisioned.search(worker_log.read_text(errors="replace")[worker_offset:]):
+        assert time.monotonic() < deadline, "the worker never logged the launch's task as done"
+        time.sleep(0.2)
     captured = capfd.readouterr()
     texts = {
         "log records": "\n".join(f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),

@@ -1,0 +1,94 @@
+"""Real processes the tests start: Celery workers, localstripe; and free loopback ports."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+_LOCALSTRIPE = (
+    "import sys\n"
+    "from aiohttp import web\n"
+    "from localstripe import resources, server\n"
+    # Start from scratch and never share /tmp/localstripe.pickle with other sessions.
+    "resources.store.dump_to_disk = lambda: None\n"
+    "web.run_app(server.app, host='127.0.0.1', port=int(sys.argv[1]), print=None)\n"
+)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait(proc: subprocess.Popen, ready, *, what: str, log_path: Path | None, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_group(proc)
+            tail = log_path.read_text(errors="replace")[-3000:] if log_path else ""
+            raise RuntimeError(f"{what} did not start:\n{tail}")
+        time.sleep(0.1)
+
+
+def stop_group(proc: subprocess.Popen, *, timeout: float = 20) -> None:
+    """SIGTERM the process group, SIGKILL what is left after `timeout`."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=timeout)
+
+
+def worker_start(
+    *, queues: list[str], name: str, env: dict[str, str], log_path: Path, concurrency: int = 4
+) -> subprocess.Popen:
+    """A Celery worker (threads pool) on `queues`, returned once it says it is ready."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", ",".join(queues)]
+    argv += ["-c", str(concurrency), "-P", "threads", "--without-gossip", "--without-mingle", "-l", "INFO"]
+    argv += ["-n", f"{name}-{os.getpid()}@%h"]
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    _wait(
+        proc,
+        lambda: "ready." in log_path.read_text(errors="replace"),
+        what="celery worker",
+        log_path=log_path,
+        timeout=60,
+    )
+    return proc
+
+
+def localstripe_start(*, log_path: Path | None = None) -> tuple[subprocess.Popen, str]:
+    """localstripe bound to 127.0.0.1 in a subprocess; returns it and its base URL."""
+    port = free_port()
+    if log_path is not None:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path or os.devnull, "w") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", _LOCALSTRIPE, str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def answers() -> bool:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    _wait(proc, answers, what="localstripe", log_path=log_path, timeout=30)
+    return proc, f"http://127.0.0.1:{port}"
