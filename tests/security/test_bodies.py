@@ -31,7 +31,7 @@ from instances.keys import sshkey_create, token_create
 from instances.models import ApiToken, Instance, InstanceEvent, PortBinding, SSHKey
 from tests.api.keygen import ed25519_pub
 from tests.billing.conftest import event_payload, payment_intent, sign, webhook_path
-from tests.factories import TemplateFactory, UserFactory
+from tests.factories import GpuFactory, GpuTypeFactory, HostFactory, TemplateFactory, UserFactory
 
 EXAMPLES = 25
 WRITE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
@@ -63,7 +63,11 @@ def world(transactional_db, tenant_host, settings) -> Iterator[str]:
     user = UserFactory(username="hostile")
     TemplateFactory()
     TemplateFactory(slug="pytorch", name="PyTorch", image="gpucloud-test/absent:none")
-    services.instance_launch(user=user, template="test-sshd", gpu_type="rtx-pro-6000", storage_gb=20, access=["ssh"])
+    # On a host of its own whose queue no worker consumes: the instance stays `pending`,
+    # so a session worker left running by an earlier suite cannot move it mid-test.
+    idle = HostFactory(name=f"{tenant_host.name}-idle")
+    GpuFactory(host=idle, index=0, gpu_type=GpuTypeFactory(sku="idle-gpu", display_name="Idle GPU"))
+    services.instance_launch(user=user, template="test-sshd", gpu_type="idle-gpu", storage_gb=20, access=["ssh"])
     sshkey_create(user=user, public_key=ed25519_pub("hostile"))
     _, key = token_create(user=user, name="hostile")
     return key
