@@ -36,7 +36,11 @@ class Command(BaseCommand):
         )
         for gpu in result.host.gpus.select_related("gpu_type"):
             kind = "simulated" if gpu.simulated else "real"
-            sku = gpu.gpu_type.sku if gpu.gpu_type else "no type"
+            sku = (
+                gpu.gpu_type.sku
+                if gpu.gpu_type
+                else f"no type: add GPU type '{gpus.sku_for(gpu.name)}' in the admin to rent it"
+            )
             self.stdout.write(f"  gpu{gpu.index}: {gpu.name} [{sku}, {kind}] {gpu.uuid}")
         # Before the host takes instances: are its runc and NVIDIA toolkit patched?
         preflight = host_preflight(host=result.host)
