@@ -62,6 +62,7 @@ from django.test.utils import CaptureQueriesContext  # noqa: E402
 
 LIST_PATH = "/api/gpu/instances"
 MINIMAL_PATH = "/bench/minimal"
+AUTHENTICATED_PATH = "/bench/authenticated"
 
 
 def make_user(name: str, instances: int) -> str:
@@ -207,6 +208,7 @@ def main() -> None:
         load(port, MINIMAL_PATH, {}, 1, args.concurrency)
         load(port, LIST_PATH, auth, 1, args.concurrency)
         minimal = load(port, MINIMAL_PATH, {}, args.seconds, args.concurrency)
+        floor = load(port, AUTHENTICATED_PATH, auth, args.seconds, args.concurrency)
         listing = load(port, LIST_PATH, auth, args.seconds, args.concurrency)
     finally:
         os.killpg(server.pid, signal.SIGTERM)
@@ -215,11 +217,20 @@ def main() -> None:
     print(
         f"gunicorn 2 sync workers on 127.0.0.1, concurrency {args.concurrency}, {args.seconds:g} s each, {os.cpu_count()} CPUs"
     )
-    for label, r in (("minimal JSON view", minimal), ("GET /api/gpu/instances (20)", listing)):
+    rows = (
+        ("minimal JSON view", minimal),
+        ("token-authenticated no-op (DRF)", floor),
+        ("GET /api/gpu/instances (20)", listing),
+    )
+    for label, r in rows:
         print(
-            f"{label:30} {r['rps']:8.1f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   ({r['n']} requests)"
+            f"{label:32} {r['rps']:8.1f} req/s   p50 {r['p50_ms']:7.2f} ms   p99 {r['p99_ms']:7.2f} ms   ({r['n']} requests)"
         )
     ratio = listing["rps"] / minimal["rps"]
+    print(
+        f"throughput ratio token-authenticated no-op/minimal: {floor['rps'] / minimal['rps']:.2f} "
+        "(the most any token-authenticated API view can keep)"
+    )
     print(f"throughput ratio list/minimal: {ratio:.2f} (goal >= 0.50: {'met' if ratio >= 0.5 else 'NOT met'})")
     print(
         f"queries per list request: {q1} with 1 instance, {q20} with 20 ({'constant' if q1 == q20 else 'NOT constant'})"

@@ -12,6 +12,7 @@ web terminal check) are decrypted only when the caller may see them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
 
@@ -39,13 +40,13 @@ def exposure_mode() -> str:
     return mode
 
 
-def instance_label(*, instance: Instance) -> str:
+def instance_label(*, instance: Any) -> str:
     # A DNS label: public ids are `inst_<hex>`, and "_" is not valid in a hostname
     # (no TLS certificate covers it), so it becomes "-".
     return instance.public_id.replace("_", "-").lower()
 
 
-def service_hostname(*, instance: Instance, service: str) -> str:
+def service_hostname(*, instance: Any, service: str) -> str:
     """`<instance>-<service>.<domain>`: one label below the zone, so a wildcard
     certificate of the zone covers it."""
     domain = settings.GPUCLOUD_PUBLIC_DOMAIN.strip().strip(".")
@@ -54,7 +55,7 @@ def service_hostname(*, instance: Instance, service: str) -> str:
     return f"{instance_label(instance=instance)}-{service.lower()}.{domain}"
 
 
-def _access_method(binding: PortBinding) -> str:
+def _access_method(binding: Any) -> str:
     if binding.name in NAMED_SERVICES:
         return binding.name
     return "http" if binding.protocol == "http" else "tcp"
@@ -64,11 +65,15 @@ def exposed_bindings(*, instance: Instance) -> list[PortBinding]:
     """The instance's port bindings the customer asked to reach (all when none was named).
 
     Raw TCP ports are always listed: the lifecycle publishes them whatever was asked."""
-    requested = {*instance.access, "tcp"} if instance.access else None
-    bindings = sorted(instance.ports.all(), key=lambda b: b.host_port)
+    return _requested(bindings=instance.ports.all(), access=instance.access)
+
+
+def _requested(*, bindings: Iterable[Any], access: list[str]) -> list[Any]:
+    requested = {*access, "tcp"} if access else None
+    ordered = sorted(bindings, key=lambda b: b.host_port)
     if requested is None:
-        return bindings
-    return [b for b in bindings if _access_method(b) in requested]
+        return ordered
+    return [b for b in ordered if _access_method(b) in requested]
 
 
 def _http_url(*, base: str, service: str, token: str) -> str:
@@ -92,12 +97,21 @@ def access_for(*, instance: Instance, reveal_secrets: bool) -> dict[str, Any]:
     and the token, and the token inside the Jupyter URL, only when `reveal_secrets`.
     Reads the instance's host and port bindings; no I/O beyond the database.
     """
+    address = instance.host.public_address if instance.host_id is not None else None
+    return access_urls(instance=instance, address=address, bindings=instance.ports.all(), reveal_secrets=reveal_secrets)
+
+
+def access_urls(*, instance: Any, address: str | None, bindings: Iterable[Any], reveal_secrets: bool) -> dict[str, Any]:
+    """access_for on what it reads: `instance` has public_id, status, access and the two
+    encrypted secrets; `bindings` have name, protocol, host_port and container_port;
+    `address` is the host's public address (None: no host). The API's list passes
+    plain rows (instances.selectors.instance_rows) rather than models.
+    """
     access: dict[str, Any] = {}
     token = decrypt(instance.access_token_encrypted) if reveal_secrets else ""
-    if instance.status in EXPOSED_STATUSES and instance.host_id is not None:
+    if instance.status in EXPOSED_STATUSES and address is not None:
         mode = exposure_mode()
-        address = instance.host.public_address
-        for binding in exposed_bindings(instance=instance):
+        for binding in _requested(bindings=bindings, access=instance.access):
             method = _access_method(binding)
             if mode == CLOUDFLARE:
                 hostname = service_hostname(instance=instance, service=binding.name)

@@ -6,13 +6,13 @@ from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
+from django.contrib.auth.models import AnonymousUser
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
-from rest_framework.test import APIRequestFactory
 
-from instances import services
-from instances.api.instances import InstanceOutput
+from instances import selectors, services
+from instances.api.instances import instance_body
 from instances.keys import sshkey_create
 from instances.models import Instance, InstanceEvent
 from tests.api.keygen import ed25519_pub
@@ -88,14 +88,14 @@ def test_launch_answers_202_with_the_instance_and_its_location(alice_api, alice,
 
 def test_secrets_are_shown_to_the_owner_only(alice, bob, ready):
     instance = launch(alice)
-    request = APIRequestFactory().get("/")
-    request.user = bob
-    access = InstanceOutput(instance, context={"request": request}).data["access"]
+    (row,), _ = selectors.instance_rows(user=alice, instance_id=instance.pk)
+    access = instance_body(row, user=bob)["access"]
     assert "password" not in access
     assert "token" not in access
     assert "token=" not in access["jupyter"]
-    request.user = alice
-    assert InstanceOutput(instance, context={"request": request}).data["access"]["password"]
+    assert "?token=" in instance_body(row, user=alice)["access"]["jupyter"]
+    assert instance_body(row, user=alice)["access"]["password"]
+    assert instance_body(row, user=AnonymousUser())["access"].keys() == access.keys()
 
 
 @pytest.mark.parametrize(

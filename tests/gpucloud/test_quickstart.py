@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -23,7 +24,9 @@ def _group_commands(pgid: int) -> list[str]:
     return [line.split(None, 1)[1] for line in out.splitlines() if line.split(None, 1)[0] == str(pgid)]
 
 
-def _get(opener: urllib.request.OpenerDirector, url: str, data: bytes | None = None) -> tuple[int, str]:
+def _get(
+    opener: urllib.request.OpenerDirector, url: str | urllib.request.Request, data: bytes | None = None
+) -> tuple[int, str]:
     try:
         with opener.open(url, data=data, timeout=10) as response:
             return response.status, response.read().decode()
@@ -86,6 +89,29 @@ def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path):
         _, types = _get(opener, f"{base}/admin/instances/gputype/")
         assert "1.49" in types
         assert "2.99" in types
+
+        # The API's hand-written reads (token lookup, the instance list) work on SQLite.
+        made = subprocess.run(
+            [str(ROOT / ".venv/bin/python"), "manage.py", "create_api_token", "quickstart-api"],
+            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        auth = {"Authorization": f"Token {made.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
+        launch = urllib.request.Request(  # noqa: S310 (http://127.0.0.1)
+            f"{base}/api/gpu/instances",
+            data=b'{"template": "base-cuda", "gpu": "rtx-5090", "storage": 10, "access": ["ssh"]}',
+            headers=auth,
+        )
+        status, body = _get(opener, launch)
+        assert status == HTTPStatus.ACCEPTED, body
+        launched = json.loads(body)
+        listing = urllib.request.Request(f"{base}/api/gpu/instances", headers=auth)  # noqa: S310 (http://127.0.0.1)
+        status, body = _get(opener, listing)
+        assert status == HTTPStatus.OK, body
+        listed = json.loads(body)
+        assert listed["count"] == 1
+        assert listed["results"][0]["id"] == launched["id"]
+        assert listed["results"][0]["created_at"] == launched["created_at"]
+        assert listed["results"][0]["billing"] == {"rate": "1.49", "unit": "hour"}
     finally:
         os.kill(proc.pid, signal.SIGTERM)
         try:
