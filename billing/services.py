@@ -34,6 +34,7 @@ from billing.models import (
     LedgerEntry,
     UsageRecord,
 )
+from instances import apicache
 from instances.models import Gpu, GpuType, Instance, InstanceEvent
 
 logger = logging.getLogger("billing")
@@ -246,6 +247,7 @@ def gpu_type_rate_set(*, gpu_type: GpuType, rate_per_hour: Decimal, now: datetim
             gpu_rate_record(gpu_type=locked, old_rate=locked.rate_per_hour, new_rate=rate_per_hour, now=now)
             # update(), not save(): the pre_save receiver would record the change again.
             GpuType.objects.filter(pk=locked.pk).update(rate_per_hour=rate_per_hour)
+            apicache.catalog_changed()  # the API shows rates; an update() sends no signal
     gpu_type.refresh_from_db(fields=["rate_per_hour"])
     return gpu_type
 

@@ -82,16 +82,19 @@ class ApiTokenAuthentication(BaseAuthentication):
         if not header or header[0].lower() not in KEYWORDS:
             return None
         ident = _client_ip(request)
-        self.throttle.check(ident)
         if len(header) != 2:
+            self.throttle.check(ident)
             self.throttle.record_failure(ident)
             raise exceptions.AuthenticationFailed("Invalid Authorization header: expected 'Token <key>'.")
         try:
             key = header[1].decode("ascii")
         except UnicodeError:
+            self.throttle.check(ident)
             self.throttle.record_failure(ident)
             raise exceptions.AuthenticationFailed("Invalid token.") from None
-        token = token_authenticate(key=key)
+        # Throttled before the database is asked: a key this process already knows to be
+        # valid is not a guess, every other one is.
+        token = token_authenticate(key=key, before_database=lambda: self.throttle.check(ident))
         if token is None:
             self.throttle.record_failure(ident)
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")

@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import copy
 import functools
 import hashlib
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -30,6 +33,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from instances import apicache
 from instances.errors import InvalidSSHKey, NotFound
 from instances.models import ApiToken, SSHKey
 
@@ -233,18 +237,38 @@ def _token_owner_query(vendor: str) -> tuple[str, list[tuple[Any, list[Any]]]]:
     return sql, converters
 
 
-def token_authenticate(*, key: str) -> ApiToken | None:
+def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> ApiToken | None:
     """The active token with this plain key (its owner loaded), or None.
 
-    One query written by hand: every API request makes it, and the ORM's compiling of
-    the same join and building of two models cost several times its execution.
-    Side effect: moves last_used_at forward, at most once a minute per token.
+    From this process's API cache while the owner's versions in Redis still match
+    (instances.apicache: a revocation or an account change is seen by the next request);
+    else one query written by hand: the ORM's compiling of the same join and building
+    of two models cost several times its execution. The token carries
+    `api_cache_stamp`, the versions read before any database read of this request
+    (None when not cached). Side effect: moves last_used_at forward, at most once a
+    minute per token. `before_database` runs before the database is asked (the
+    authentication-failure throttle: a token answered from the cache was already
+    found valid, so only unknown keys are throttled).
     """
+    digest = token_hash(key)
     now = timezone.now()
-    stale_before = now - timedelta(seconds=TOKEN_TOUCH_SECONDS)
+    clock = time.monotonic()
+    owner_id = apicache.token_owner_id(digest)
+    stamp = apicache.versions(owner_id) if owner_id is not None else None
+    hit = apicache.token_get(digest, stamp) if stamp is not None else None
+    if hit is not None:
+        token = ApiToken(id=hit["token_id"], owner=hit["owner"])
+        if clock - hit["touched"] >= TOKEN_TOUCH_SECONDS:
+            _token_touch(token_id=token.id, now=now)
+            apicache.token_touched(digest, clock)
+        token.api_cache_stamp = stamp
+        return token
+
+    if before_database is not None:
+        before_database()
     sql, converters = _token_owner_query(connection.vendor)
     with connection.cursor() as cursor:
-        cursor.execute(sql, [stale_before, token_hash(key)])
+        cursor.execute(sql, [now - timedelta(seconds=TOKEN_TOUCH_SECONDS), digest])
         row = cursor.fetchone()
     if row is None:
         return None
@@ -256,10 +280,21 @@ def token_authenticate(*, key: str) -> ApiToken | None:
     owner = user_model.from_db(connection.alias, [f.attname for f in user_model._meta.concrete_fields], values)
     token = ApiToken(id=token_id, owner=owner)
     if stale:
-        # Conditional update: concurrent requests with one token write once, and
-        # no request waits on a row lock held by another.
-        ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before), id=token.id).update(
-            last_used_at=now
-        )
+        _token_touch(token_id=token_id, now=now)
         token.last_used_at = now
+    # The first request learns the owner; the next reads the owner's versions before
+    # this query and caches what it found under them.
+    apicache.token_remember(digest, user_id=owner.pk)
+    token.api_cache_stamp = stamp if owner.pk == owner_id else None
+    if token.api_cache_stamp is not None:
+        apicache.token_put(digest, stamp, owner=copy.copy(owner), token_id=token_id, touched=clock)
     return token
+
+
+def _token_touch(*, token_id: int, now: datetime) -> None:
+    # Conditional update: concurrent requests with one token write once, and no request
+    # waits on a row lock held by another. An update() sends no signal: no cache bump.
+    stale_before = now - timedelta(seconds=TOKEN_TOUCH_SECONDS)
+    ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before), id=token_id).update(
+        last_used_at=now
+    )

@@ -25,12 +25,13 @@ from drf_spectacular.utils import (
 )
 from rest_framework import generics, serializers, status
 from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.renderers import BrowsableAPIRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from instances import selectors, services
+from instances import apicache, selectors, services
 from instances.access import access_urls
 from instances.api.common import errors
 from instances.auth import InstanceCreateThrottle
@@ -87,9 +88,11 @@ class BillingSerializer(serializers.Serializer):
 
 
 def _note(status: str) -> str | None:
-    if status == Instance.Status.STOPPED:
+    # What the state means for the customer's data and GPU, while it matters: on the
+    # way to and in `stopped`, and while (re)starting. A running instance needs none.
+    if status in (Instance.Status.STOPPING, Instance.Status.STOPPED):
         return NOTE_STOPPED
-    if status in (Instance.Status.RUNNING, Instance.Status.STARTING, Instance.Status.STOPPING):
+    if status == Instance.Status.STARTING:
         return NOTE_RESTART
     return None
 
@@ -133,7 +136,9 @@ class InstanceOutput(serializers.ModelSerializer):
     )
     error = serializers.CharField(allow_null=True)
     billing = BillingSerializer()
-    note = serializers.CharField(allow_null=True)
+    note = serializers.CharField(
+        allow_null=True, help_text="While stopping, stopped or starting: what it means for the workspace and the GPU."
+    )
 
     class Meta:
         model = Instance
@@ -189,10 +194,6 @@ class WaitInput(serializers.Serializer):
     wait = serializers.IntegerField(min_value=0, max_value=WAIT_MAX_SECONDS, required=False, default=0)
 
 
-class ListInput(serializers.Serializer):
-    status = serializers.ChoiceField(choices=Instance.Status.choices, required=False)
-
-
 class EventOutput(serializers.ModelSerializer):
     class Meta:
         model = InstanceEvent
@@ -239,10 +240,24 @@ WAIT_PARAM = OpenApiParameter(
 STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=Instance.Status.values, description="Only these.")
 
 
+class RenderedJSON(bytes):
+    """A body already rendered to JSON (the list's cache)."""
+
+
+class CachedJSONRenderer(JSONRenderer):
+    """DRF's JSON renderer, passing a RenderedJSON through as it is."""
+
+    def render(self, data: Any, accepted_media_type: str | None = None, renderer_context: Any = None) -> bytes:
+        if isinstance(data, RenderedJSON):
+            return bytes(data)
+        return super().render(data, accepted_media_type, renderer_context)
+
+
 class InstanceListApi(generics.GenericAPIView):
     serializer_class = InstanceOutput
     pagination_class = CountedPagination
     throttle_classes = (InstanceCreateThrottle,)
+    renderer_classes = (CachedJSONRenderer, BrowsableAPIRenderer)
 
     def get_queryset(self) -> QuerySet[Instance]:  # for the browsable API's forms
         return selectors.instance_list(user=self.request.user)
@@ -254,15 +269,25 @@ class InstanceListApi(generics.GenericAPIView):
         responses={200: InstanceOutput(many=True), **errors(400)},
     )
     def get(self, request: Request) -> Response:
-        query = ListInput(data=request.query_params)
-        query.is_valid(raise_exception=True)
-        wanted = query.validated_data.get("status")
+        # Checked by hand, as a serializer's ChoiceField would (the list is the hot path).
+        wanted = request.query_params.get("status")
+        if wanted is not None and wanted not in Instance.Status.values:
+            raise serializers.ValidationError({"status": [f'"{wanted}" is not a valid choice.']})
 
-        def fetch(offset: int, limit: int) -> tuple[list, int]:
-            return selectors.instance_rows(user=request.user, status=wanted, offset=offset, limit=limit)
+        def answer() -> Any:
+            def fetch(offset: int, limit: int) -> tuple[list, int]:
+                rows, total = selectors.instance_rows(user=request.user, status=wanted, offset=offset, limit=limit)
+                return [instance_body(row, user=request.user) for row in rows], total
 
-        page = self.paginator.paginate_rows(request, fetch)
-        return self.paginator.get_paginated_response([instance_body(row, user=request.user) for row in page])
+            return self.paginator.get_paginated_response(self.paginator.paginate_rows(request, fetch)).data
+
+        # Token requests carry the versions read before any database read (apicache):
+        # their JSON is kept rendered, per page as asked (the links name host and query).
+        stamp = getattr(request.auth, "api_cache_stamp", None)
+        if stamp is None or request.accepted_renderer.format != "json" or "indent" in request.accepted_media_type:
+            return Response(answer())
+        key = ("instances", request.user.pk, request.scheme, request.get_host(), request.get_full_path())
+        return Response(apicache.list_get(key, stamp, lambda: RenderedJSON(CachedJSONRenderer().render(answer()))))
 
     @extend_schema(
         summary="Launch an instance",

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from instances import apicache
 from instances.crypto import decrypt
 from instances.errors import RuntimeFailure
 from instances.models import Instance
@@ -173,6 +174,7 @@ def instance_provision(*, instance_id: int, runtime: DockerRuntime | None = None
                     status=Status.PROVISIONING, updated_at=timezone.now()
                 ):
                     return _load(instance_id)
+                apicache.user_changed(instance.owner_id)  # an update() sends no signal
                 event_add(instance=instance, kind=Kind.PROVISIONING, source=Source.WORKER)
             instance.status = Status.PROVISIONING
         if instance.status != Status.PROVISIONING:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 from datetime import timedelta
 from http import HTTPStatus
 from io import StringIO
@@ -12,7 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-from instances.keys import token_create
+from instances import apicache
+from instances.keys import token_create, token_hash
 from instances.models import ApiToken
 
 
@@ -94,7 +96,23 @@ def test_last_used_at_moves_at_most_once_a_minute(alice):
     client.get("/api/gpu/tokens")
     assert ApiToken.objects.get(id=token.id).last_used_at == first
     ApiToken.objects.filter(id=token.id).update(last_used_at=first - timedelta(seconds=61))
+    apicache.clear()  # from the database: the stored time says a minute has passed
     client.get("/api/gpu/tokens")
+    second = ApiToken.objects.get(id=token.id).last_used_at
+    assert second > first
+
+
+def test_last_used_at_moves_when_the_token_is_answered_from_the_cache(alice):
+    token, key = token_create(user=alice)
+    client = _client(f"Token {key}")
+    for _ in range(3):  # learn the owner, cache, answer from the cache
+        assert client.get("/api/gpu/tokens").status_code == HTTPStatus.OK
+    first = ApiToken.objects.get(id=token.id).last_used_at
+    ApiToken.objects.filter(id=token.id).update(last_used_at=first - timedelta(seconds=61))
+    assert client.get("/api/gpu/tokens").status_code == HTTPStatus.OK  # touched 0 s ago here
+    assert ApiToken.objects.get(id=token.id).last_used_at == first - timedelta(seconds=61)
+    apicache.token_touched(token_hash(key), time.monotonic() - 61)  # this process touched it a minute ago
+    assert client.get("/api/gpu/tokens").status_code == HTTPStatus.OK
     assert ApiToken.objects.get(id=token.id).last_used_at > first
 
 

@@ -11,7 +11,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from instances import selectors, services
+from instances import apicache, selectors, services
 from instances.api.instances import instance_body
 from instances.keys import sshkey_create
 from instances.models import Instance, InstanceEvent
@@ -55,8 +55,10 @@ def launch(user, **overrides) -> Instance:
 
 
 def mark(instance: Instance, status: str) -> Instance:
-    """Move a row as the worker would have (these tests run no worker)."""
+    """Move a row as the worker would have (these tests run no worker), telling the API
+    cache as the worker does."""
     Instance.objects.filter(pk=instance.pk).update(status=status, started_at=timezone.now())
+    apicache.user_changed(instance.owner_id)
     instance.refresh_from_db()
     return instance
 

@@ -1,0 +1,185 @@
+"""An in-process cache of the API's two hottest reads, kept exact by versions in Redis.
+
+Every API call authenticates a token, and clients poll the instance list. Each web
+process keeps, per token, the user it authenticates and, per (user, filter, page), the
+list it answered, each stamped with the versions it was read under:
+
+- the user's version, bumped on any change to their instances, port bindings, API
+  tokens or account;
+- the catalog's version, bumped on any change to GPU types, hosts or templates.
+
+A request reads both in one Redis round trip (`versions`); an entry is used only while
+both still match and it is younger than ENTRY_SECONDS. Versions are read before the
+database, so an entry never holds data older than its stamp. Bumps come from model
+signals (instances.apps) and from the few queryset updates that skip signals
+(`user_changed`, `catalog_changed`); each bumps at once and again after the commit, so a
+reader that saw the first bump and then read the not yet committed state is corrected
+by the second. A revoked token or a stopped instance is therefore seen by the next
+request in every process; a bump lost to a crash or a Redis fault is bounded by
+ENTRY_SECONDS. Without REDIS_URL (the quick start), with GPUCLOUD_API_CACHE=0, or while
+Redis fails, nothing is cached and every request reads the database.
+
+Entries hold credentials (the owner's list shows them): they stay in this process's
+memory, which holds the key that decrypts them anyway, and never go to Redis.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any
+
+from django.conf import settings
+from django.db import transaction
+
+logger = logging.getLogger(__name__)
+
+ENTRY_SECONDS = 10.0
+MAX_TOKENS = 4096
+MAX_LISTS = 2048
+CATALOG_KEY = "gpucloud:v:catalog"
+
+Versions = tuple[bytes, bytes]
+
+_lock = threading.Lock()
+_tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
+_lists: OrderedDict[tuple, tuple[Versions, float, Any]] = OrderedDict()
+_owners: OrderedDict[str, int] = OrderedDict()  # token digest → user id (never changes)
+_client: Any = None
+
+
+def enabled() -> bool:
+    return bool(settings.REDIS_URL) and settings.GPUCLOUD_API_CACHE
+
+
+def _redis() -> Any:
+    global _client
+    if _client is None:
+        import redis
+
+        # Short timeouts: a slow Redis must cost a request little, then it reads the database.
+        _client = redis.Redis.from_url(settings.REDIS_URL, socket_timeout=0.5, socket_connect_timeout=0.5)
+    return _client
+
+
+def _user_key(user_id: int) -> str:
+    return f"gpucloud:v:user:{user_id}"
+
+
+def versions(user_id: int) -> Versions | None:
+    """The user's and the catalog's versions, or None (cache off, or Redis failing).
+
+    A missing version (a new user, or Redis restarted empty) starts at a random value,
+    so an entry stamped before a restart never matches one after it."""
+    if not enabled():
+        return None
+    import redis
+
+    keys = [_user_key(user_id), CATALOG_KEY]
+    try:
+        found = _redis().mget(keys)
+        if None in found:
+            pipe = _redis().pipeline()
+            for key in keys:
+                pipe.set(key, secrets.randbits(62), nx=True)
+            pipe.mget(keys)
+            found = pipe.execute()[-1]
+    except (redis.RedisError, OSError, ValueError) as exc:
+        logger.warning("API cache bypassed: Redis: %s", type(exc).__name__)
+        return None
+    return (found[0], found[1])
+
+
+def _bump(key: str) -> None:
+    import redis
+
+    try:
+        pipe = _redis().pipeline()
+        pipe.set(key, secrets.randbits(62), nx=True)  # never restart at 1 after a Redis restart
+        pipe.incr(key)
+        pipe.execute()
+    except (redis.RedisError, OSError, ValueError) as exc:  # never fails the write it follows
+        logger.warning("API cache version not bumped (entries expire in %ss): %s", ENTRY_SECONDS, type(exc).__name__)
+
+
+def _changed(key: str) -> None:
+    if not enabled():
+        return
+    _bump(key)
+    if transaction.get_connection().in_atomic_block:
+        transaction.on_commit(lambda: _bump(key))
+
+
+def user_changed(user_id: int | None) -> None:
+    """Something the user's API answers show changed (or is about to commit)."""
+    if user_id is not None:
+        _changed(_user_key(user_id))
+
+
+def catalog_changed() -> None:
+    """A GPU type, host or template changed: every user's list may show it."""
+    _changed(CATALOG_KEY)
+
+
+def _put(store: OrderedDict, key: Any, value: Any, limit: int) -> None:
+    with _lock:
+        store[key] = value
+        store.move_to_end(key)
+        while len(store) > limit:
+            store.popitem(last=False)
+
+
+def token_owner_id(digest: str) -> int | None:
+    """The user a token (by digest) belonged to when last seen: tokens never change owner."""
+    return _owners.get(digest)
+
+
+def token_remember(digest: str, *, user_id: int) -> None:
+    if enabled():
+        _put(_owners, digest, user_id, MAX_TOKENS)
+
+
+def token_get(digest: str, stamp: Versions) -> dict[str, Any] | None:
+    """The cached authentication of this token under `stamp`: {"owner", "token_id",
+    "touched"} with a copy of the owner (requests may set attributes on it)."""
+    entry = _tokens.get(digest)
+    if entry is None or entry["stamp"] != stamp or time.monotonic() - entry["at"] > ENTRY_SECONDS:
+        return None
+    return {**entry, "owner": copy.copy(entry["owner"])}
+
+
+def token_put(digest: str, stamp: Versions, *, owner: Any, token_id: int, touched: float) -> None:
+    entry = {"stamp": stamp, "at": time.monotonic(), "owner": owner, "token_id": token_id, "touched": touched}
+    _put(_tokens, digest, entry, MAX_TOKENS)
+
+
+def token_touched(digest: str, at: float) -> None:
+    entry = _tokens.get(digest)
+    if entry is not None:
+        entry["touched"] = at
+
+
+def list_get(key: tuple, stamp: Versions | None, fetch: Callable[[], Any]) -> Any:
+    """`fetch()`'s answer for `key` (which must name the user), from the cache while
+    `stamp` (read before any database read of this request) still holds."""
+    if stamp is None:
+        return fetch()
+    hit = _lists.get(key)
+    if hit is not None and hit[0] == stamp and time.monotonic() - hit[1] <= ENTRY_SECONDS:
+        return hit[2]
+    value = fetch()
+    _put(_lists, key, (stamp, time.monotonic(), value), MAX_LISTS)
+    return value
+
+
+def clear() -> None:
+    """Forget every entry of this process (tests; an operator never needs it)."""
+    with _lock:
+        _tokens.clear()
+        _lists.clear()
+        _owners.clear()
