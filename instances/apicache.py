@@ -41,7 +41,7 @@ logger = logging.getLogger(__name__)
 
 ENTRY_SECONDS = 10.0
 MAX_TOKENS = 4096
-MAX_LISTS = 2048
+MAX_LISTS = 512  # pages of up to ~40 KB each: ~20 MB per process at most
 CATALOG_KEY = "gpucloud:v:catalog"
 
 Versions = tuple[bytes, bytes]
