@@ -32,6 +32,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.conf import settings
@@ -46,10 +47,17 @@ CATALOG_KEY = "gpucloud:v:catalog"
 
 Versions = tuple[bytes, bytes]
 
+
+@dataclass
+class _Entry:
+    stamp: Versions | None  # None: only the token's owner is known, nothing is cached yet
+    at: float
+    value: Any
+
+
 _lock = threading.Lock()
-_tokens: OrderedDict[str, dict[str, Any]] = OrderedDict()
-_lists: OrderedDict[tuple, tuple[Versions, float, Any]] = OrderedDict()
-_owners: OrderedDict[str, int] = OrderedDict()  # token digest → user id (never changes)
+_tokens: OrderedDict[str, _Entry] = OrderedDict()  # by token digest
+_lists: OrderedDict[tuple, _Entry] = OrderedDict()  # by (kind, user id, page as asked)
 _client: Any = None
 
 
@@ -126,9 +134,16 @@ def catalog_changed() -> None:
     _changed(CATALOG_KEY)
 
 
-def _put(store: OrderedDict, key: Any, value: Any, limit: int) -> None:
+def _get(store: OrderedDict, key: Any, stamp: Versions) -> Any:
+    entry = store.get(key)
+    if entry is None or entry.stamp != stamp or time.monotonic() - entry.at > ENTRY_SECONDS:
+        return None
+    return entry.value
+
+
+def _put(store: OrderedDict, key: Any, stamp: Versions | None, value: Any, limit: int) -> None:
     with _lock:
-        store[key] = value
+        store[key] = _Entry(stamp, time.monotonic(), value)
         store.move_to_end(key)
         while len(store) > limit:
             store.popitem(last=False)
@@ -136,44 +151,37 @@ def _put(store: OrderedDict, key: Any, value: Any, limit: int) -> None:
 
 def token_owner_id(digest: str) -> int | None:
     """The user a token (by digest) belonged to when last seen: tokens never change owner."""
-    return _owners.get(digest)
-
-
-def token_remember(digest: str, *, user_id: int) -> None:
-    if enabled():
-        _put(_owners, digest, user_id, MAX_TOKENS)
+    entry = _tokens.get(digest)
+    return entry.value["owner"].pk if entry is not None else None
 
 
 def token_get(digest: str, stamp: Versions) -> dict[str, Any] | None:
     """The cached authentication of this token under `stamp`: {"owner", "token_id",
     "touched"} with a copy of the owner (requests may set attributes on it)."""
-    entry = _tokens.get(digest)
-    if entry is None or entry["stamp"] != stamp or time.monotonic() - entry["at"] > ENTRY_SECONDS:
-        return None
-    return {**entry, "owner": copy.copy(entry["owner"])}
+    value = _get(_tokens, digest, stamp)
+    return None if value is None else {**value, "owner": copy.copy(value["owner"])}
 
 
-def token_put(digest: str, stamp: Versions, *, owner: Any, token_id: int, touched: float) -> None:
-    entry = {"stamp": stamp, "at": time.monotonic(), "owner": owner, "token_id": token_id, "touched": touched}
-    _put(_tokens, digest, entry, MAX_TOKENS)
+def token_put(digest: str, stamp: Versions | None, *, owner: Any, token_id: int, touched: float) -> None:
+    """Remember a token found valid; under `stamp`, or (None) only its owner, for the
+    next request to read the owner's versions before the database."""
+    if enabled():
+        _put(_tokens, digest, stamp, {"owner": owner, "token_id": token_id, "touched": touched}, MAX_TOKENS)
 
 
 def token_touched(digest: str, at: float) -> None:
     entry = _tokens.get(digest)
     if entry is not None:
-        entry["touched"] = at
+        entry.value["touched"] = at
 
 
-def list_get(key: tuple, stamp: Versions | None, fetch: Callable[[], Any]) -> Any:
+def list_get(key: tuple, stamp: Versions, fetch: Callable[[], Any]) -> Any:
     """`fetch()`'s answer for `key` (which must name the user), from the cache while
     `stamp` (read before any database read of this request) still holds."""
-    if stamp is None:
-        return fetch()
-    hit = _lists.get(key)
-    if hit is not None and hit[0] == stamp and time.monotonic() - hit[1] <= ENTRY_SECONDS:
-        return hit[2]
-    value = fetch()
-    _put(_lists, key, (stamp, time.monotonic(), value), MAX_LISTS)
+    value = _get(_lists, key, stamp)
+    if value is None:
+        value = fetch()
+        _put(_lists, key, stamp, value, MAX_LISTS)
     return value
 
 
@@ -182,4 +190,3 @@ def clear() -> None:
     with _lock:
         _tokens.clear()
         _lists.clear()
-        _owners.clear()

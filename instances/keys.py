@@ -282,12 +282,10 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
     if stale:
         _token_touch(token_id=token_id, now=now)
         token.last_used_at = now
-    # The first request learns the owner; the next reads the owner's versions before
-    # this query and caches what it found under them.
-    apicache.token_remember(digest, user_id=owner.pk)
+    # The first request learns the owner (no stamp); the next reads the owner's versions
+    # before this query and caches what it found under them.
     token.api_cache_stamp = stamp if owner.pk == owner_id else None
-    if token.api_cache_stamp is not None:
-        apicache.token_put(digest, stamp, owner=copy.copy(owner), token_id=token_id, touched=clock)
+    apicache.token_put(digest, token.api_cache_stamp, owner=copy.copy(owner), token_id=token_id, touched=clock)
     return token
 
 

@@ -274,20 +274,26 @@ class InstanceListApi(generics.GenericAPIView):
         if wanted is not None and wanted not in Instance.Status.values:
             raise serializers.ValidationError({"status": [f'"{wanted}" is not a valid choice.']})
 
-        def answer() -> Any:
-            def fetch(offset: int, limit: int) -> tuple[list, int]:
-                rows, total = selectors.instance_rows(user=request.user, status=wanted, offset=offset, limit=limit)
-                return [instance_body(row, user=request.user) for row in rows], total
-
-            return self.paginator.get_paginated_response(self.paginator.paginate_rows(request, fetch)).data
-
         # Token requests carry the versions read before any database read (apicache):
         # their JSON is kept rendered, per page as asked (the links name host and query).
         stamp = getattr(request.auth, "api_cache_stamp", None)
         if stamp is None or request.accepted_renderer.format != "json" or "indent" in request.accepted_media_type:
-            return Response(answer())
+            return Response(self._page(request, wanted))
         key = ("instances", request.user.pk, request.scheme, request.get_host(), request.get_full_path())
-        return Response(apicache.list_get(key, stamp, lambda: RenderedJSON(CachedJSONRenderer().render(answer()))))
+        return Response(
+            apicache.list_get(
+                key, stamp, lambda: RenderedJSON(CachedJSONRenderer().render(self._page(request, wanted)))
+            )
+        )
+
+    def _page(self, request: Request, status: str | None) -> Any:
+        """The paginated body, read from the database."""
+
+        def fetch(offset: int, limit: int) -> tuple[list, int]:
+            rows, total = selectors.instance_rows(user=request.user, status=status, offset=offset, limit=limit)
+            return [instance_body(row, user=request.user) for row in rows], total
+
+        return self.paginator.get_paginated_response(self.paginator.paginate_rows(request, fetch)).data
 
     @extend_schema(
         summary="Launch an instance",

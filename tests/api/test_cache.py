@@ -178,11 +178,7 @@ def test_a_bump_lost_to_a_redis_fault_is_bounded_by_the_entry_age(alice, ready, 
     settings.REDIS_URL = live
     monkeypatch.setattr(apicache, "_client", None)
     assert queries(api)[1]["results"][0]["name"] == "before"  # the documented bound
-    for store in (apicache._tokens, apicache._lists):
-        for key in list(store):
-            entry = store[key]
-            if isinstance(entry, dict):
-                entry["at"] -= apicache.ENTRY_SECONDS + 1
-            else:
-                store[key] = (entry[0], entry[1] - apicache.ENTRY_SECONDS - 1, entry[2])
+    for store in (apicache._tokens, apicache._lists):  # age every entry past the bound
+        for entry in store.values():
+            entry.at -= apicache.ENTRY_SECONDS + 1
     assert queries(api)[1]["results"][0]["name"] == "after"
