@@ -1,4 +1,5 @@
-"""Real processes the tests start: Celery workers, localstripe; and free loopback ports."""
+"""Real processes the tests start: Celery workers, localstripe; free loopback ports, and
+waiting for a condition with a deadline."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,6 +23,18 @@ _LOCALSTRIPE = (
     "resources.store.dump_to_disk = lambda: None\n"
     "web.run_app(server.app, host='127.0.0.1', port=int(sys.argv[1]), print=None)\n"
 )
+
+
+def wait_until(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
+    """Poll `check` until it returns something truthy; its value. AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(every)
 
 
 def free_port() -> int:

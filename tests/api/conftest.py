@@ -7,7 +7,10 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
+from instances import services
 from instances.keys import token_create
+from instances.models import Instance
+from tests.factories import TemplateFactory
 
 
 def token_client(user) -> APIClient:
@@ -45,3 +48,20 @@ def bob_api(bob) -> APIClient:
 @pytest.fixture
 def olga_api(olga) -> APIClient:
     return token_client(olga)
+
+
+@pytest.fixture
+def template(db):
+    return TemplateFactory()
+
+
+@pytest.fixture
+def ready(this_host, template):
+    """This host with its two simulated GPUs and the test template."""
+    return this_host
+
+
+def launch(user, **overrides) -> Instance:
+    """A launch through the service, as the API's would be (no worker takes it here)."""
+    fields = {"template": "test-sshd", "gpu_type": "rtx-5090", "storage_gb": 20, "access": ["ssh", "jupyter"]}
+    return services.instance_launch(user=user, **{**fields, **overrides})

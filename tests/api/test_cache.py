@@ -18,22 +18,10 @@ from billing.services import gpu_type_rate_set
 from instances import apicache, services
 from instances.keys import token_revoke
 from instances.models import ApiToken, GpuType, Host, Instance, PortBinding
-from tests.api.conftest import token_client
-from tests.factories import TemplateFactory
+from tests.api.conftest import launch, token_client
 from tests.instances.conftest import wait_for_status
 
 LIST = "/api/gpu/instances"
-
-
-@pytest.fixture
-def ready(this_host):
-    TemplateFactory()
-    return this_host
-
-
-def launch(user, **overrides) -> Instance:
-    fields = {"template": "test-sshd", "gpu_type": "rtx-5090", "storage_gb": 20, "access": ["ssh", "jupyter"]}
-    return services.instance_launch(user=user, **{**fields, **overrides})
 
 
 def queries(client, path: str = LIST) -> tuple[int, dict]:

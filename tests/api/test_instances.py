@@ -11,12 +11,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from instances import apicache, selectors, services
+from instances import apicache, selectors
 from instances.api.instances import instance_body
 from instances.keys import sshkey_create
 from instances.models import Instance, InstanceEvent
+from tests.api.conftest import launch
 from tests.api.keygen import ed25519_pub
-from tests.factories import TemplateFactory
 
 LAUNCH = {"template": "test-sshd", "gpu": "rtx-5090", "storage": 20, "access": ["ssh", "jupyter"]}
 SHAPE = {
@@ -36,22 +36,6 @@ SHAPE = {
     "billing",
     "note",
 }
-
-
-@pytest.fixture
-def template(db):
-    return TemplateFactory()
-
-
-@pytest.fixture
-def ready(this_host, template):
-    """This host with its two simulated GPUs and the test template."""
-    return this_host
-
-
-def launch(user, **overrides) -> Instance:
-    fields = {"template": "test-sshd", "gpu_type": "rtx-5090", "storage_gb": 20, "access": ["ssh", "jupyter"]}
-    return services.instance_launch(user=user, **{**fields, **overrides})
 
 
 def mark(instance: Instance, status: str) -> Instance:

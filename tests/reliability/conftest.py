@@ -21,7 +21,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -36,6 +35,7 @@ from django.conf import settings
 from instances.models import Gpu, Host, Instance, PortBinding
 from tests.conftest import ROOT
 from tests.instances.conftest import docker
+from tests.processes import free_port, wait_until
 
 LOGS = Path(settings.VAR_DIR) / "reliability"
 # The suite's host has a name, and so a queue, of its own: a worker another suite left
@@ -47,24 +47,6 @@ PRIVATE_PG_PORT = 5490
 DOCKERD_SOCKET = Path(settings.VAR_DIR) / "reliability" / "dockerd.sock"
 DOCKERD_URL = f"unix://{DOCKERD_SOCKET}"
 TEST_IMAGE = "gpucloud-test/sshd:latest"
-
-
-def wait_until(check: Callable[[], Any], *, timeout: float, what: str, every: float = 0.2) -> Any:
-    """Poll `check` until it returns something truthy; its value. AssertionError on timeout."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(every)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def base_env(**overrides: str) -> dict[str, str]:

@@ -18,7 +18,8 @@ from instances import services
 from instances.keys import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.factories import GpuFactory, TemplateFactory, UserFactory
-from tests.reliability.conftest import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on, wait_until
+from tests.processes import wait_until
+from tests.reliability.conftest import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

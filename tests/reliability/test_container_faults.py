@@ -17,7 +17,8 @@ from instances.models import InstanceEvent
 from instances.runtime import get_runtime
 from tests.factories import TemplateFactory
 from tests.instances.conftest import inspect, wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked, labelled, wait_until
+from tests.processes import wait_until
+from tests.reliability.conftest import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -17,7 +17,8 @@ import pytest
 import requests
 
 from tests.conftest import ROOT
-from tests.reliability.conftest import REL_HOST, base_env, wait_until
+from tests.processes import wait_until
+from tests.reliability.conftest import REL_HOST, base_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -23,7 +23,8 @@ from instances.models import Instance, InstanceEvent
 from instances.services.common import _lock_key
 from tests.factories import TemplateFactory
 from tests.instances.conftest import wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked, labelled, wait_until
+from tests.processes import wait_until
+from tests.reliability.conftest import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

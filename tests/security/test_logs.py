@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -29,6 +28,7 @@ from instances.models import Instance
 from tests.billing.conftest import WEBHOOK_SECRET, webhook_path
 from tests.factories import TemplateFactory
 from tests.instances.conftest import ssh_run
+from tests.processes import wait_until
 from tests.security.conftest import docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
@@ -111,9 +111,7 @@ def test_no_password_token_or_secret_reaches_any_log(
         ).status
         == "succeeded"
     )
-    deadline = time.monotonic() + 20
-    while not LedgerEntry.objects.filter(user=alice, kind="topup").exists() and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_until(lambda: LedgerEntry.objects.filter(user=alice, kind="topup").exists(), timeout=20, what="the top-up")
     assert LedgerEntry.objects.get(user=alice, kind="topup").amount_usd == Decimal("25.00")
 
     # A failed login, a bad API token, then a good login.
@@ -126,10 +124,11 @@ def test_no_password_token_or_secret_reaches_any_log(
     # The worker's last line for the launch is its task's "succeeded": wait for it to
     # reach the file, then read everything.
     provisioned = re.compile(r"instances\.tasks\.instance_provision\[[^\]]+\] succeeded")
-    deadline = time.monotonic() + 20
-    while not provisioned.search(worker_log.read_text(errors="replace")[worker_offset:]):
-        assert time.monotonic() < deadline, "the worker never logged the launch's task as done"
-        time.sleep(0.2)
+    wait_until(
+        lambda: provisioned.search(worker_log.read_text(errors="replace")[worker_offset:]),
+        timeout=20,
+        what="the worker to log the launch's task as done",
+    )
     captured = capfd.readouterr()
     texts = {
         "log records": "\n".join(f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),

@@ -6,7 +6,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import time
 from decimal import Decimal
 from http import HTTPStatus
 
@@ -19,6 +18,7 @@ from instances.models import Host, Instance
 from instances.preflight import Probe, host_preflight, preflight_evaluate, preflight_probe, version_parse
 from instances.tasks import _preflight_on_worker_start
 from tests.factories import GpuFactory, GpuTypeFactory, HostFactory, TemplateFactory
+from tests.processes import wait_until
 
 OLD_RUNC = "runc version 1.1.11\ncommit: v1.1.11-0-g4bccb38c\nspec: 1.0.2-dev\ngo: go1.20.12\nlibseccomp: 2.5.4\n"
 NEW_RUNC = "runc version 1.1.12\ncommit: v1.1.12-0-g51d5e946\nspec: 1.0.2-dev\ngo: go1.20.13\nlibseccomp: 2.5.4\n"
@@ -232,11 +232,11 @@ def test_the_worker_runs_the_preflight_when_it_starts(celery_worker, tenant_host
     # The worker_ready handler, as the worker calls it at start: the check runs on the worker.
     assert "preflight" not in Host.objects.get(pk=tenant_host.pk).facts
     _preflight_on_worker_start()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def recorded() -> dict | None:
         facts = Host.objects.get(pk=tenant_host.pk).facts
-        if "preflight" in facts:
-            break
-        time.sleep(0.2)
+        return facts if "preflight" in facts else None
+
+    facts = wait_until(recorded, timeout=30, what="the worker's preflight")
     assert "runc" in facts["preflight"]["message"]
     assert facts["preflight"]["checks"][0]["component"] == "runc"

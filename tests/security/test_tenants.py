@@ -26,6 +26,7 @@ from instances.services.worker import container_spec
 from instances.workspaces import workspace_path
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
 from tests.instances.conftest import host_port, root_password, ssh_run, wait_for_status
+from tests.processes import wait_until
 from tests.security.conftest import ALLOWED_CAPS, docker, inspect
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
@@ -339,9 +340,7 @@ def test_every_container_launched_in_this_suite_was_unprivileged(container_log, 
     if not container_log.created:
         TemplateFactory()
         launch(alice)
-        deadline = time.monotonic() + 10
-        while not container_log.inspected and time.monotonic() < deadline:
-            time.sleep(0.1)
+        wait_until(lambda: container_log.inspected, timeout=10, what="the container's inspection", every=0.1)
     container_log.snapshot()
     assert container_log.inspected
     assert not container_log.missed, "containers removed before they could be inspected"
