@@ -76,8 +76,8 @@ def make_user(name: str, instances: int) -> str:
     from django.contrib.auth import get_user_model
     from django.db.models import Max
 
-    from instances.crypto import encrypt
-    from instances.keys import token_create
+    from instances.access.crypto import encrypt
+    from instances.access.tokens import token_create
     from instances.models import Gpu, GpuType, Host, Instance, PortBinding
     from templates_app.models import Template
 
@@ -135,7 +135,7 @@ def make_user(name: str, instances: int) -> str:
 
 def queries_per_list(key: str) -> tuple[int, int]:
     """Queries of a list request answered from the database, then from the API cache."""
-    from instances import apicache
+    from instances.api import cache as apicache
 
     client = Client(HTTP_AUTHORIZATION=f"Token {key}", HTTP_HOST="127.0.0.1")
     client.get(LIST_PATH)  # the token's last_used_at is written at most once a minute

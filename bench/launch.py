@@ -47,7 +47,7 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
-from instances.inventory import host_sync  # noqa: E402
+from instances.host.inventory import host_sync  # noqa: E402
 from instances.models import Instance  # noqa: E402
 from instances.services import container_spec, instance_destroy, instance_launch  # noqa: E402
 from templates_app.models import Template  # noqa: E402

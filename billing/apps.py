@@ -8,35 +8,6 @@ class BillingConfig(AppConfig):
     name = "billing"
 
     def ready(self) -> None:
-        from django.db.models.signals import pre_save
-        from django.utils import timezone
-
-        from instances.models import GpuType
-
-        def record_rate_change(sender, instance, raw=False, **kwargs) -> None:
-            # Price edits made anywhere (the admin, a shell) enter the history billing
-            # prices segments from; billing.services.gpu_type_rate_set records its own.
-            if raw or instance.pk is None:
-                return
-            old = GpuType.objects.filter(pk=instance.pk).values_list("rate_per_hour", flat=True).first()
-            if old is not None and old != instance.rate_per_hour:
-                from billing.services import gpu_rate_record
-
-                gpu_rate_record(gpu_type=instance, old_rate=old, new_rate=instance.rate_per_hour, now=timezone.now())
-
-        pre_save.connect(record_rate_change, sender=GpuType, dispatch_uid="billing.record_rate_change")
-
-        from djstripe.signals import webhook_pre_process, webhook_pre_validate
-
-        from billing.webhooks import webhook_pre_process as handle_webhook
-
-        webhook_pre_process.connect(handle_webhook, dispatch_uid="billing.webhook_pre_process")
-
-        def ignore_secret_override(sender, instance, **kwargs) -> None:
-            # With DEBUG on, dj-stripe verifies against a secret the *request* may supply
-            # (X-Djstripe-Webhook-Secret, for the Stripe CLI): anyone could sign their own
-            # "payment succeeded". Only the endpoint's stored secret may vouch for money.
-            for name in [h for h in instance.headers if h.lower() == "x-djstripe-webhook-secret"]:
-                del instance.headers[name]
-
-        webhook_pre_validate.connect(ignore_secret_override, dispatch_uid="billing.ignore_secret_override")
+        # Models can be imported only once the app registry is ready: this is the one
+        # place receivers can be connected (Django's documented pattern).
+        from billing import signals  # noqa: F401

@@ -1,24 +1,19 @@
 """Errors of the billing app: each has a stable `code` and an HTTP `status`.
 
-The API's exception handler renders anything carrying `code`, `message`, `status` and
-`detail`; instances' admission path re-raises these unchanged.
+All subclass gpucloud.errors.DomainError; instances' admission path re-raises these
+unchanged, and the API's exception handler renders them.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+
+from gpucloud.errors import DomainError
 
 
-class BillingError(Exception):
+class BillingError(DomainError):
     code = "billing:error"
-    status = HTTPStatus.BAD_REQUEST
     default_message = "The billing request could not be carried out."
-
-    def __init__(self, message: str | None = None, *, detail: dict[str, Any] | None = None) -> None:
-        self.message = message or self.default_message
-        self.detail = detail or {}
-        super().__init__(self.message)
 
 
 class InsufficientBalance(BillingError):

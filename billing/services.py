@@ -24,7 +24,7 @@ from django.db.models import Q, Sum
 from django.utils import timezone
 
 from billing import stripe
-from billing.errors import InvalidAdjustment, InvalidTopupAmount
+from billing.errors import InvalidAdjustment, InvalidTopupAmount, PaymentProviderError, TopupNotFound
 from billing.models import (
     GPU_MINIMUM_SECONDS,
     SECONDS_PER_HOUR,
@@ -34,8 +34,10 @@ from billing.models import (
     LedgerEntry,
     UsageRecord,
 )
-from instances import apicache
+from gpucloud.errors import DomainError
+from instances.api import cache as apicache
 from instances.models import Gpu, GpuType, Instance, InstanceEvent
+from instances.services import instance_stop
 
 logger = logging.getLogger("billing")
 
@@ -535,12 +537,6 @@ class EnforceResult:
     emailed: list[str]
 
 
-def _instance_stop(*, instance: Instance, source: str, reason: str) -> Any:
-    from instances import services as instance_services
-
-    return instance_services.instance_stop(instance=instance, source=source, reason=reason)
-
-
 def balances_enforce(*, now: datetime | None = None, stop: Callable[..., Any] | None = None) -> EnforceResult:
     """Stop the running instances of users whose balance has been at or below zero for
     GPUCLOUD_NEGATIVE_GRACE_SECONDS (data kept; the stop event says why), and send the
@@ -549,7 +545,7 @@ def balances_enforce(*, now: datetime | None = None, stop: Callable[..., Any] | 
     `stop` defaults to instances.services.instance_stop (enqueues the stop on the host).
     """
     now = now or timezone.now()
-    stop = stop or _instance_stop
+    stop = stop or instance_stop
     grace = timedelta(seconds=settings.GPUCLOUD_NEGATIVE_GRACE_SECONDS)
     with transaction.atomic():
         BillingAccount.objects.filter(balance_usd__lte=0, depleted_since__isnull=True).update(depleted_since=now)
@@ -559,9 +555,7 @@ def balances_enforce(*, now: datetime | None = None, stop: Callable[..., Any] | 
     for instance in Instance.objects.filter(owner_id__in=due, status=Instance.Status.RUNNING).select_related("owner"):
         try:
             stop(instance=instance, source=InstanceEvent.Source.BILLING, reason="balance exhausted")
-        except Exception as exc:  # one instance's refusal (a race with the user) must not spare the others
-            if not hasattr(exc, "code"):
-                raise
+        except DomainError as exc:  # one instance's refusal (a race with the user) must not spare the others
             logger.info("billing stop of %s refused: %s", instance.public_id, exc.code)
             continue
         logger.info("stopped %s: balance of user %s exhausted", instance.public_id, instance.owner_id)
@@ -617,8 +611,6 @@ def _low_balance_email(*, account: BillingAccount, threshold: Decimal) -> None:
 
 def topup_card_setup(*, user: Any) -> str:
     """A SetupIntent client secret for the page's card form (the customer exists by now)."""
-    from billing.errors import PaymentProviderError
-
     account = account_get_or_create(user=user)
     if not account.stripe_customer_id:
         raise PaymentProviderError(detail={"reason": "no Stripe customer yet"})
@@ -631,8 +623,6 @@ def topup_pay(*, user: Any, payment_intent_id: str, payment_method: str) -> stri
     The ledger is credited by the `payment_intent.succeeded` webhook, not here. Raises
     TopupNotFound for a PaymentIntent that is not this user's top-up.
     """
-    from billing.errors import TopupNotFound
-
     if not payment_intent_id.startswith("pi_") or not payment_method.startswith("pm_"):
         raise TopupNotFound()
     if stripe.payment_intent_owner(payment_intent_id=payment_intent_id) != str(user.pk):

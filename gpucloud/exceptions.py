@@ -1,8 +1,8 @@
 """The one API exception handler: every error has the shape of STYLE.md.
 
-`{"error": {"code": "...", "message": "...", "detail": {...}}}`. Domain errors of any
-app are recognised by duck typing (`code`, `message`, `status`), so no app imports
-from here.
+`{"error": {"code": "...", "message": "...", "detail": {...}}}`. Every app's errors
+subclass gpucloud.errors.DomainError and are rendered here; DRF's own exceptions get
+stable codes too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from gpucloud.errors import DomainError, error_body
+
 _DRF_CODES = {
     exceptions.NotAuthenticated: "auth:not-authenticated",
     exceptions.AuthenticationFailed: "auth:authentication-failed",
@@ -32,10 +34,6 @@ _DRF_CODES = {
     exceptions.ParseError: "invalid-request",
     exceptions.ValidationError: "invalid-request",
 }
-
-
-def error_body(code: str, message: str, detail: Any = None) -> dict[str, Any]:
-    return {"error": {"code": code, "message": message, "detail": detail or {}}}
 
 
 logger = logging.getLogger(__name__)
@@ -58,11 +56,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             status=HTTPStatus.SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
-    if hasattr(exc, "code") and hasattr(exc, "status") and not isinstance(exc, exceptions.APIException):
-        return Response(
-            error_body(exc.code, str(getattr(exc, "message", exc)), getattr(exc, "detail", None)),
-            status=exc.status,
-        )
+    if isinstance(exc, DomainError):
+        return Response(error_body(exc.code, exc.message, exc.detail), status=exc.status)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

@@ -164,7 +164,7 @@ LOGIN_URL = "/accounts/login/"
 LOGIN_REDIRECT_URL = "/"
 AUTHENTICATION_BACKENDS = [
     # ModelBackend behind allauth's failed-login limits (the admin's and the API's login pages).
-    "instances.backends.ThrottledModelBackend",
+    "instances.access.backends.ThrottledModelBackend",
     "allauth.account.auth_backends.AuthenticationBackend",
 ]
 ACCOUNT_LOGIN_METHODS = {"email"}
@@ -200,10 +200,10 @@ if not DEBUG:
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes a missing login a 401, not a 403.
-        "instances.auth.ApiTokenAuthentication",
+        "instances.access.authentication.ApiTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
-    # Read at request time by instances.auth; "N/second|minute|hour|day".
+    # Read at request time by instances.access.authentication; "N/second|minute|hour|day".
     "DEFAULT_THROTTLE_RATES": {
         "instance-create": env("GPUCLOUD_THROTTLE_CREATE", "30/minute"),
         "auth-failure": env("GPUCLOUD_THROTTLE_AUTH_FAILURES", "20/minute"),
@@ -364,7 +364,7 @@ GPUCLOUD_INSTANCE_COSTS = env("GPUCLOUD_INSTANCE_COSTS", "billing.web.instance_c
 # default the balance must cover GPUCLOUD_MIN_BALANCE_MINUTES at the type's rate (402).
 GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "billing.checks.balance_covers_launch")
 # Token authentications and instance lists kept in each web process, exact by versions
-# in Redis (instances.apicache); only with REDIS_URL.
+# in Redis (instances.api.cache); only with REDIS_URL.
 GPUCLOUD_API_CACHE = env_bool("GPUCLOUD_API_CACHE", default=True)
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)

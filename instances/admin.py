@@ -50,7 +50,7 @@ class HostAdmin(admin.ModelAdmin):
 
     @admin.display(description="Preflight")
     def preflight(self, obj: Host) -> str:
-        """Passed / overridden / REFUSED (instances.preflight); "not checked" before the first run."""
+        """Passed / overridden / REFUSED (instances.host.preflight); "not checked" before the first run."""
         found = (obj.facts or {}).get("preflight")
         if not found:
             return "not checked"

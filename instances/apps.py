@@ -6,4 +6,6 @@ class InstancesConfig(AppConfig):
     name = "instances"
 
     def ready(self) -> None:
-        from instances import signals  # noqa: F401  (connects the API cache's version bumps)
+        # Models can be imported only once the app registry is ready: this is the one
+        # place receivers can be connected (Django's documented pattern).
+        from instances import signals  # noqa: F401  (the API cache's version bumps)

@@ -1,30 +1,18 @@
 """Errors of the instances app: each has a stable `code` and an HTTP `status`.
 
-The API's exception handler (gpucloud/exceptions.py) renders anything carrying
-`code`, `message`, `status` and `detail`; web views show `message`.
+All subclass gpucloud.errors.DomainError: the API's exception handler renders them,
+web views show their `message`.
 """
 
 from __future__ import annotations
 
 from http import HTTPStatus
-from typing import Any
+
+from gpucloud.errors import DomainError
 
 
-def is_domain_error(exc: BaseException) -> bool:
-    """Any app's domain error (ours, or billing's from an admission check): it carries a
-    stable code, a message for people and an HTTP status."""
-    return all(hasattr(exc, name) for name in ("code", "message", "status"))
-
-
-class InstanceError(Exception):
+class InstanceError(DomainError):
     code = "instances:error"
-    status = HTTPStatus.BAD_REQUEST
-    default_message = "The request could not be carried out."
-
-    def __init__(self, message: str | None = None, *, detail: dict[str, Any] | None = None) -> None:
-        self.message = message or self.default_message
-        self.detail = detail or {}
-        super().__init__(self.message)
 
 
 class UnknownTemplate(InstanceError):
@@ -111,3 +99,18 @@ class AdmissionRefused(InstanceError):
 
     code = "instances:admission-refused"
     status = HTTPStatus.PAYMENT_REQUIRED
+
+
+class InstanceBusy(InfrastructureError):
+    """Another task holds this instance's lock: the caller retries later."""
+
+    code = "instances:busy"
+    default_message = "Another operation on this instance is in progress."
+
+
+class ExposureFailed(InstanceError):
+    """The Cloudflare API refused or was unreachable (instances.access.exposure)."""
+
+    code = "instances:exposure-failed"
+    status = HTTPStatus.BAD_GATEWAY
+    default_message = "The instance's public hostnames could not be updated."

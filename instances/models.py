@@ -131,7 +131,7 @@ class Instance(models.Model):
     ssh_public_keys = models.JSONField(default=list, blank=True)
     ssh_password_auth = models.BooleanField(default=True)
     env = models.JSONField(default=dict, blank=True)
-    # Fernet tokens (instances.crypto); never the plain secrets.
+    # Fernet tokens (instances.access.crypto); never the plain secrets.
     password_encrypted = models.TextField(blank=True)
     access_token_encrypted = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

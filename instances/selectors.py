@@ -12,9 +12,8 @@ from django.db.models import Count, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from instances.errors import NotFound
+from instances.host.runtime import DockerRuntime, get_runtime
 from instances.models import GpuType, Host, Instance, InstanceEvent, PortBinding
-from instances.preflight import unschedulable_hosts
-from instances.runtime import DockerRuntime, get_runtime
 from templates_app.models import Template
 
 
@@ -131,6 +130,14 @@ def instance_rows(
             )
         )
     return rows, (found[0][19] if found else 0)
+
+
+def unschedulable_hosts() -> QuerySet[Host]:
+    """Hosts the scheduler must skip: a failed preflight (instances.host.preflight), or
+    real GPUs never checked."""
+    return Host.objects.filter(
+        Q(facts__preflight__blocked=True) | (Q(gpus__simulated=False) & ~Q(facts__has_key="preflight"))
+    ).values("pk")
 
 
 def availability() -> list[dict[str, Any]]:

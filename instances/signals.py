@@ -1,7 +1,7 @@
 """What changes what the API shows: model signals that bump the API cache's versions.
 
 Queryset updates send no signals; the few that change what the API shows call
-instances.apicache themselves (worker provisioning, billing's rate change).
+instances.api.cache themselves (worker provisioning, billing's rate change).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from instances import apicache
+from instances.api import cache as apicache
 from instances.models import ApiToken, GpuType, Host, Instance, PortBinding
 from templates_app.models import Template
 

@@ -2,7 +2,7 @@
 
 Host work runs on the host's queue (`host.<name>`); the periodic fan-outs run on
 "default" and enqueue one task per host. Every task is safe to run twice (see
-instances.services.worker), hence acks_late. Only InfrastructureError (Docker
+instances.services.provision), hence acks_late. Only InfrastructureError (Docker
 unreachable, another task holding the instance) is retried, with backoff; a domain
 error is final. Provisioning that runs out of retries ends `failed`.
 """
@@ -19,8 +19,8 @@ from django.conf import settings
 
 from instances import services
 from instances.errors import InfrastructureError
+from instances.host.preflight import host_preflight
 from instances.models import Host, Instance
-from instances.preflight import host_preflight
 
 logger = logging.getLogger(__name__)
 
@@ -116,7 +116,7 @@ def workspace_cleanup_all_hosts() -> int:
 
 @shared_task(acks_late=True)
 def preflight_host(*, host_id: int) -> bool:
-    """Check this host's runc / NVIDIA toolkit (instances.preflight); False when it is refused."""
+    """Check this host's runc / NVIDIA toolkit (instances.host.preflight); False when it is refused."""
     return not host_preflight(host=Host.objects.get(pk=host_id)).blocked
 
 

@@ -17,9 +17,12 @@ from django.shortcuts import redirect, render
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET, require_POST
 
-from instances import keys, selectors, services
-from instances.access import access_for
-from instances.errors import InstanceError, NotFound, is_domain_error
+from gpucloud.errors import DomainError
+from instances import selectors, services
+from instances.access import sshkeys
+from instances.access import tokens as api_tokens
+from instances.access.addresses import access_for
+from instances.errors import InstanceError, NotFound
 from instances.models import Instance
 from templates_app.models import Template
 
@@ -59,7 +62,7 @@ def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any
     return {
         "gpu_types": selectors.availability(),
         "templates": Template.objects.filter(enabled=True),
-        "ssh_keys": keys.sshkey_list(user=request.user),
+        "ssh_keys": sshkeys.sshkey_list(user=request.user),
         "access_choices": Template.AccessMethod.choices,
         "storage_min": settings.GPUCLOUD_STORAGE_GB_MIN,
         "storage_max": settings.GPUCLOUD_STORAGE_GB_MAX,
@@ -94,13 +97,11 @@ def launch(request: HttpRequest) -> HttpResponse:
                 storage_gb=storage,
                 access=form["access"],
                 name=form["name"],
-                ssh_public_keys=keys.sshkeys_resolve(user=request.user, refs=form["ssh_keys"]),
+                ssh_public_keys=sshkeys.sshkeys_resolve(user=request.user, refs=form["ssh_keys"]),
                 ssh_password_auth=form["ssh_password_auth"],
                 actor=request.user,
             )
-        except Exception as exc:
-            if not is_domain_error(exc):  # ours, or billing's 402 from the admission check
-                raise
+        except DomainError as exc:  # ours, or billing's 402 from the admission check
             context = _launch_context(request, form) | {"error": exc}
             return render(request, "instances/launch.html", context, status=exc.status)
         messages.success(request, f"{instance.public_id} is launching on a {instance.gpu_type.display_name}.")
@@ -170,9 +171,7 @@ def instance_action(request: HttpRequest, public_id: str, action: str) -> HttpRe
     try:
         service(instance=instance, actor=request.user, source="user")
         messages.success(request, done.format(id=instance.public_id))
-    except Exception as exc:
-        if not is_domain_error(exc):  # ours, or billing's 402 when a start is refused
-            raise
+    except DomainError as exc:  # ours, or billing's 402 when a start is refused
         messages.error(request, exc.message)
     target = request.POST.get("next", "")
     if target == "dashboard" or action == "destroy":
@@ -187,12 +186,12 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
     if request.method == "POST":
         form = {"name": request.POST.get("name", "").strip(), "public_key": request.POST.get("public_key", "")}
         try:
-            key = keys.sshkey_create(user=request.user, public_key=form["public_key"], name=form["name"])
+            key = sshkeys.sshkey_create(user=request.user, public_key=form["public_key"], name=form["name"])
             messages.success(request, f"Added {key.name} ({key.fingerprint}).")
             return redirect("web:ssh-keys")
         except InstanceError as exc:
             error = exc
-    context = {"keys": keys.sshkey_list(user=request.user), "error": error, "form": form}
+    context = {"keys": sshkeys.sshkey_list(user=request.user), "error": error, "form": form}
     return render(request, "instances/ssh_keys.html", context, status=error.status if error else 200)
 
 
@@ -200,7 +199,7 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
 @require_POST
 def ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
     try:
-        keys.sshkey_delete(user=request.user, key_id=key_id)
+        sshkeys.sshkey_delete(user=request.user, key_id=key_id)
     except InstanceError as exc:
         raise Http404(exc.message) from exc
     messages.success(request, "SSH key removed. Running instances keep the keys they started with.")
@@ -211,9 +210,9 @@ def ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
 def tokens(request: HttpRequest) -> HttpResponse:
     new_key = None
     if request.method == "POST":
-        token, new_key = keys.token_create(user=request.user, name=request.POST.get("name", "").strip())
+        token, new_key = api_tokens.token_create(user=request.user, name=request.POST.get("name", "").strip())
         messages.success(request, f"Token {token.name} created. Copy it now: it is shown only once.")
-    context = {"tokens": keys.token_list(user=request.user), "new_key": new_key}
+    context = {"tokens": api_tokens.token_list(user=request.user), "new_key": new_key}
     return render(request, "instances/tokens.html", context)
 
 
@@ -221,7 +220,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @require_POST
 def token_revoke(request: HttpRequest, token_id: int) -> HttpResponse:
     try:
-        token = keys.token_revoke(user=request.user, token_id=token_id)
+        token = api_tokens.token_revoke(user=request.user, token_id=token_id)
     except InstanceError as exc:
         raise Http404(exc.message) from exc
     messages.success(request, f"Token {token.name} revoked.")

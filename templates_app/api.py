@@ -7,7 +7,6 @@ added back after `cap_drop=ALL`.
 
 from __future__ import annotations
 
-from http import HTTPStatus
 from typing import Any
 
 from django.db.models import ProtectedError, QuerySet
@@ -15,23 +14,15 @@ from drf_spectacular.utils import extend_schema, extend_schema_view
 from rest_framework import generics, permissions, serializers
 from rest_framework.request import Request
 
-from instances.api.common import errors
+from gpucloud.errors import error_responses
 from templates_app.catalog import SSHD_CAPS
+from templates_app.errors import TemplateInUse
 from templates_app.models import Template
 
 # Capabilities staff may grant a template: what sshd needs, plus file-ownership ones
 # some images use at start. Never SYS_ADMIN, NET_ADMIN, SYS_PTRACE and the like.
 ALLOWED_CAPS = frozenset([*SSHD_CAPS, "FOWNER", "FSETID", "DAC_OVERRIDE"])
 PROTOCOLS = ("tcp", "http")
-
-
-class TemplateInUse(Exception):
-    """A template that instances refer to cannot be deleted (disable it instead)."""
-
-    code = "templates:in-use"
-    status = HTTPStatus.CONFLICT
-    message = "Instances use this template: disable it (PATCH enabled=false) instead of deleting it."
-    detail: dict[str, Any] = {}
 
 
 class PortSerializer(serializers.Serializer):
@@ -96,9 +87,13 @@ def _templates(request: Request) -> QuerySet[Template]:
 
 
 @extend_schema_view(
-    get=extend_schema(summary="List the catalog", tags=["templates"], responses={200: TemplateSerializer, **errors()}),
+    get=extend_schema(
+        summary="List the catalog", tags=["templates"], responses={200: TemplateSerializer, **error_responses()}
+    ),
     post=extend_schema(
-        summary="Add a template (staff)", tags=["templates"], responses={201: TemplateSerializer, **errors(400)}
+        summary="Add a template (staff)",
+        tags=["templates"],
+        responses={201: TemplateSerializer, **error_responses(400)},
     ),
 )
 class TemplateListApi(generics.ListCreateAPIView):
@@ -110,12 +105,18 @@ class TemplateListApi(generics.ListCreateAPIView):
 
 
 @extend_schema_view(
-    get=extend_schema(summary="One template", tags=["templates"], responses={200: TemplateSerializer, **errors(404)}),
+    get=extend_schema(
+        summary="One template", tags=["templates"], responses={200: TemplateSerializer, **error_responses(404)}
+    ),
     patch=extend_schema(
-        summary="Edit a template (staff)", tags=["templates"], responses={200: TemplateSerializer, **errors(400, 404)}
+        summary="Edit a template (staff)",
+        tags=["templates"],
+        responses={200: TemplateSerializer, **error_responses(400, 404)},
     ),
     delete=extend_schema(
-        summary="Delete an unused template (staff)", tags=["templates"], responses={204: None, **errors(404, 409)}
+        summary="Delete an unused template (staff)",
+        tags=["templates"],
+        responses={204: None, **error_responses(404, 409)},
     ),
 )
 class TemplateDetailApi(generics.RetrieveUpdateDestroyAPIView):

@@ -51,7 +51,7 @@ def gpu_types(db):
 @pytest.fixture
 def this_host(db, gpu_types) -> Host:
     """This machine as a Host with its two simulated GPUs, named as the worker's queue."""
-    from instances.inventory import host_sync
+    from instances.host.inventory import host_sync
 
     return host_sync(name=settings.GPUCLOUD_HOST_NAME, source="simulated").host
 

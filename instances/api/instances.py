@@ -31,11 +31,12 @@ from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from instances import apicache, selectors, services
-from instances.access import access_urls
-from instances.api.common import errors
-from instances.auth import InstanceCreateThrottle
-from instances.keys import MAX_KEY_CHARS, sshkeys_resolve
+from gpucloud.errors import error_responses
+from instances import selectors, services
+from instances.access.addresses import access_urls
+from instances.access.authentication import InstanceCreateThrottle
+from instances.access.sshkeys import MAX_KEY_CHARS, sshkeys_resolve
+from instances.api import cache as apicache
 from instances.models import Instance, InstanceEvent
 
 WAIT_MAX_SECONDS = 120
@@ -266,7 +267,7 @@ class InstanceListApi(generics.GenericAPIView):
         summary="List my instances",
         tags=["instances"],
         parameters=[STATUS_PARAM],
-        responses={200: InstanceOutput(many=True), **errors(400)},
+        responses={200: InstanceOutput(many=True), **error_responses(400)},
     )
     def get(self, request: Request) -> Response:
         # Checked by hand, as a serializer's ChoiceField would (the list is the hot path).
@@ -303,7 +304,7 @@ class InstanceListApi(generics.GenericAPIView):
         tags=["instances"],
         parameters=[WAIT_PARAM],
         request=InstanceCreateInput,
-        responses={202: InstanceOutput, **errors(400, 402, 409, 503)},
+        responses={202: InstanceOutput, **error_responses(400, 402, 409, 503)},
         examples=[
             OpenApiExample(
                 "PyTorch on an RTX 5090",
@@ -337,7 +338,9 @@ class InstanceListApi(generics.GenericAPIView):
 
 
 class InstanceDetailApi(APIView):
-    @extend_schema(summary="One of my instances", tags=["instances"], responses={200: InstanceOutput, **errors(404)})
+    @extend_schema(
+        summary="One of my instances", tags=["instances"], responses={200: InstanceOutput, **error_responses(404)}
+    )
     def get(self, request: Request, id: str) -> Response:
         return Response(_body(request, _instance(request, id)))
 
@@ -345,7 +348,7 @@ class InstanceDetailApi(APIView):
         summary="Destroy an instance",
         description="Asynchronous: the container is removed, then the workspace after a grace period.",
         tags=["instances"],
-        responses={202: InstanceOutput, **errors(404, 409, 503)},
+        responses={202: InstanceOutput, **error_responses(404, 409, 503)},
     )
     def delete(self, request: Request, id: str) -> Response:
         instance = services.instance_destroy(instance=_instance(request, id), actor=request.user, source="user")
@@ -361,7 +364,7 @@ def _action(name: str, summary: str, description: str) -> type[APIView]:
             description=description,
             tags=["instances"],
             request=None,
-            responses={202: InstanceOutput, **errors(402, 404, 409, 503)},
+            responses={202: InstanceOutput, **error_responses(402, 404, 409, 503)},
             operation_id=f"instances_{name}",
         )
         def post(self, request: Request, id: str) -> Response:
@@ -383,7 +386,9 @@ class InstanceEventsApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[InstanceEvent]:
         return selectors.instance_events(instance=_instance(self.request, self.kwargs["id"]))
 
-    @extend_schema(summary="The instance's timeline", tags=["instances"], responses={200: EventOutput, **errors(404)})
+    @extend_schema(
+        summary="The instance's timeline", tags=["instances"], responses={200: EventOutput, **error_responses(404)}
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -395,7 +400,7 @@ class InstanceLogsApi(APIView):
         parameters=[OpenApiParameter("lines", OpenApiTypes.INT, description=f"1-{LOG_LINES_MAX}, default 100.")],
         responses={
             200: inline_serializer("InstanceLogs", {"id": serializers.CharField(), "logs": serializers.CharField()}),
-            **errors(400, 404, 503),
+            **error_responses(400, 404, 503),
         },
     )
     def get(self, request: Request, id: str) -> Response:
@@ -410,7 +415,7 @@ class AvailabilityApi(APIView):
     @extend_schema(
         summary="Per GPU type: total, free, hourly rate",
         tags=["instances"],
-        responses={200: AvailabilityOutput(many=True), **errors()},
+        responses={200: AvailabilityOutput(many=True), **error_responses()},
     )
     def get(self, request: Request) -> Response:
         return Response(AvailabilityOutput(selectors.availability(), many=True).data)

@@ -12,8 +12,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from instances import keys
-from instances.api.common import errors
+from gpucloud.errors import error_responses
+from instances.access import sshkeys, tokens
 from instances.models import ApiToken, SSHKey
 
 
@@ -25,7 +25,7 @@ class SSHKeyOutput(serializers.ModelSerializer):
 
 class SSHKeyInput(serializers.Serializer):
     name = serializers.CharField(max_length=64, required=False, allow_blank=True)
-    public_key = serializers.CharField(max_length=keys.MAX_KEY_CHARS, trim_whitespace=True)
+    public_key = serializers.CharField(max_length=sshkeys.MAX_KEY_CHARS, trim_whitespace=True)
 
 
 class TokenOutput(serializers.ModelSerializer):
@@ -49,9 +49,11 @@ class SSHKeyListApi(generics.ListAPIView):
     serializer_class = SSHKeyOutput
 
     def get_queryset(self) -> QuerySet[SSHKey]:
-        return keys.sshkey_list(user=self.request.user)
+        return sshkeys.sshkey_list(user=self.request.user)
 
-    @extend_schema(summary="List my SSH public keys", tags=["ssh-keys"], responses={200: SSHKeyOutput, **errors()})
+    @extend_schema(
+        summary="List my SSH public keys", tags=["ssh-keys"], responses={200: SSHKeyOutput, **error_responses()}
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -60,12 +62,12 @@ class SSHKeyListApi(generics.ListAPIView):
         description="Parsed for real: type, size and SHA256 fingerprint; RSA under 2048 bits and DSA are refused.",
         tags=["ssh-keys"],
         request=SSHKeyInput,
-        responses={201: SSHKeyOutput, **errors(400)},
+        responses={201: SSHKeyOutput, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
         data = SSHKeyInput(data=request.data)
         data.is_valid(raise_exception=True)
-        key = keys.sshkey_create(user=request.user, **data.validated_data)
+        key = sshkeys.sshkey_create(user=request.user, **data.validated_data)
         return Response(SSHKeyOutput(key).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -74,12 +76,12 @@ class SSHKeyListApi(generics.ListAPIView):
         description="The same as `DELETE /api/gpu/ssh-keys/{key_id}`.",
         tags=["ssh-keys"],
         parameters=[OpenApiParameter("id", OpenApiTypes.STR, required=True, description="Id or SHA256 fingerprint.")],
-        responses={204: None, **errors(400, 404)},
+        responses={204: None, **error_responses(400, 404)},
     )
     def delete(self, request: Request) -> Response:
         query = KeyRefInput(data=request.query_params)
         query.is_valid(raise_exception=True)
-        keys.sshkey_delete(user=request.user, key_id=query.validated_data["id"])
+        sshkeys.sshkey_delete(user=request.user, key_id=query.validated_data["id"])
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -91,19 +93,19 @@ class SSHKeyDetailApi(APIView):
     @extend_schema(
         summary="One of my SSH keys (by id or fingerprint)",
         tags=["ssh-keys"],
-        responses={200: SSHKeyOutput, **errors(404)},
+        responses={200: SSHKeyOutput, **error_responses(404)},
     )
     def get(self, request: Request, key_id: str) -> Response:
-        return Response(SSHKeyOutput(keys.sshkey_get(user=request.user, key_id=key_id)).data)
+        return Response(SSHKeyOutput(sshkeys.sshkey_get(user=request.user, key_id=key_id)).data)
 
     @extend_schema(
         summary="Delete one of my SSH keys",
         description="Running instances keep the keys they were launched with.",
         tags=["ssh-keys"],
-        responses={204: None, **errors(404)},
+        responses={204: None, **error_responses(404)},
     )
     def delete(self, request: Request, key_id: str) -> Response:
-        keys.sshkey_delete(user=request.user, key_id=key_id)
+        sshkeys.sshkey_delete(user=request.user, key_id=key_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
 
 
@@ -111,9 +113,11 @@ class TokenListApi(generics.ListAPIView):
     serializer_class = TokenOutput
 
     def get_queryset(self) -> QuerySet[ApiToken]:
-        return keys.token_list(user=self.request.user)
+        return tokens.token_list(user=self.request.user)
 
-    @extend_schema(summary="List my active API tokens", tags=["tokens"], responses={200: TokenOutput, **errors()})
+    @extend_schema(
+        summary="List my active API tokens", tags=["tokens"], responses={200: TokenOutput, **error_responses()}
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -122,18 +126,20 @@ class TokenListApi(generics.ListAPIView):
         description="The answer holds the key once; only its SHA-256 is kept.",
         tags=["tokens"],
         request=TokenInput,
-        responses={201: TokenCreated, **errors(400)},
+        responses={201: TokenCreated, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
         data = TokenInput(data=request.data)
         data.is_valid(raise_exception=True)
-        token, key = keys.token_create(user=request.user, name=data.validated_data.get("name", ""))
+        token, key = tokens.token_create(user=request.user, name=data.validated_data.get("name", ""))
         token.key = key  # type: ignore[attr-defined]
         return Response(TokenCreated(token).data, status=status.HTTP_201_CREATED)
 
 
 class TokenDetailApi(APIView):
-    @extend_schema(summary="Revoke one of my API tokens", tags=["tokens"], responses={204: None, **errors(404)})
+    @extend_schema(
+        summary="Revoke one of my API tokens", tags=["tokens"], responses={204: None, **error_responses(404)}
+    )
     def delete(self, request: Request, token_id: str) -> Response:
-        keys.token_revoke(user=request.user, token_id=token_id)
+        tokens.token_revoke(user=request.user, token_id=token_id)
         return Response(status=status.HTTP_204_NO_CONTENT)

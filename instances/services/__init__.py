@@ -1,23 +1,17 @@
-"""Writes of the instances app (`from instances.services import ...`).
+"""Writes of the instances app, one module per flow (`from instances.services import ...`).
 
-- requests: what customers, operators and billing call (launch, stop, start, restart,
-  destroy): validate, change the row, enqueue the worker on commit;
-- worker: what the host's worker does with Docker (provision, start, stop, destroy);
-- housekeeping: the reconciler, GPU metrics, workspace cleanup.
+- launch: validate, schedule a GPU and ports (scheduling), create the row, enqueue;
+- transitions: stop, start, restart, destroy as customers, operators and billing ask;
+- provision: what the host's worker does with Docker (provision, start, stop, destroy);
+- reconcile: make a host's rows and containers agree; upkeep: GPU metrics, workspaces;
+- events: the timeline and running segments; locks; queue: tasks sent to a host.
 """
 
 from __future__ import annotations
 
-from instances.services.common import InstanceBusy, event_add
-from instances.services.housekeeping import ReconcileReport, gpu_metrics_refresh, host_reconcile, workspace_cleanup
-from instances.services.requests import (
-    instance_destroy,
-    instance_launch,
-    instance_restart,
-    instance_start,
-    instance_stop,
-)
-from instances.services.worker import (
+from instances.services.events import event_add
+from instances.services.launch import instance_launch
+from instances.services.provision import (
     container_spec,
     instance_destroy_execute,
     instance_give_up,
@@ -25,9 +19,11 @@ from instances.services.worker import (
     instance_start_execute,
     instance_stop_execute,
 )
+from instances.services.reconcile import ReconcileReport, host_reconcile
+from instances.services.transitions import instance_destroy, instance_restart, instance_start, instance_stop
+from instances.services.upkeep import gpu_metrics_refresh, workspace_cleanup
 
 __all__ = [
-    "InstanceBusy",
     "ReconcileReport",
     "container_spec",
     "event_add",

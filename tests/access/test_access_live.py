@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from django.conf import settings
 from django.db import connection, transaction
 
-from instances.access import access_for
+from instances.access.addresses import access_for
 from instances.errors import NoCapacity
-from instances.inventory import host_sync
+from instances.host.inventory import host_sync
 from instances.models import Host, Instance, PortBinding
 from instances.services import instance_destroy, instance_launch, instance_start, instance_stop
 from tests.conftest import _worker_env

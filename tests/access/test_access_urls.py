@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from instances.access import access_for, service_hostname
-from instances.crypto import encrypt
+from instances.access.addresses import access_for, service_hostname
+from instances.access.crypto import encrypt
 from instances.models import Instance, PortBinding
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from instances.exposure import ExposureFailed, exposure_publish, exposure_withdraw
+from instances.access.exposure import ExposureFailed, exposure_publish, exposure_withdraw
 from instances.models import Instance, PortBinding
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
 

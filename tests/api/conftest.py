@@ -8,7 +8,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from instances import services
-from instances.keys import token_create
+from instances.access.tokens import token_create
 from instances.models import Instance
 from tests.factories import TemplateFactory
 

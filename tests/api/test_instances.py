@@ -11,9 +11,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from instances import apicache, selectors
+from instances import selectors
+from instances.access.sshkeys import sshkey_create
+from instances.api import cache as apicache
 from instances.api.instances import instance_body
-from instances.keys import sshkey_create
 from instances.models import Instance, InstanceEvent
 from tests.api.conftest import launch
 from tests.api.keygen import ed25519_pub

@@ -8,7 +8,8 @@ import pytest
 from django.forms.models import model_to_dict
 
 from instances import services
-from instances.keys import sshkey_create, token_create
+from instances.access.sshkeys import sshkey_create
+from instances.access.tokens import token_create
 from instances.models import ApiToken, Instance, InstanceEvent, PortBinding, SSHKey
 from tests.api.keygen import ed25519_pub
 from tests.factories import TemplateFactory

@@ -8,8 +8,8 @@ from urllib.parse import urlencode
 
 import pytest
 
+from instances.access.sshkeys import sshkey_create, sshkey_parse, sshkeys_resolve
 from instances.errors import InvalidSSHKey
-from instances.keys import sshkey_create, sshkey_parse, sshkeys_resolve
 from instances.models import SSHKey
 from tests.api.keygen import dsa_pub, ecdsa_pub, ed25519_pub, rsa_pub
 

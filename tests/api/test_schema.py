@@ -29,7 +29,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from instances import services
-from instances.keys import sshkey_create, token_create
+from instances.access.sshkeys import sshkey_create
+from instances.access.tokens import token_create
 from tests.api.keygen import ed25519_pub
 from tests.factories import TemplateFactory, UserFactory
 

@@ -15,7 +15,7 @@ import paramiko
 import pytest
 from django.conf import settings
 
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
 from instances.models import Instance
 from tests.factories import TemplateFactory
 

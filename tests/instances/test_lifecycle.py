@@ -9,7 +9,8 @@ import pytest
 from django.conf import settings
 
 from instances import selectors
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
+from instances.host.workspaces import workspace_path
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import (
     instance_destroy,
@@ -20,7 +21,6 @@ from instances.services import (
     workspace_cleanup,
 )
 from instances.tasks import instance_provision
-from instances.workspaces import workspace_path
 from tests.factories import TemplateFactory
 from tests.instances.conftest import (
     host_port,

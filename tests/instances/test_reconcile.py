@@ -11,9 +11,9 @@ from django.core.cache import cache
 from django.utils import timezone
 
 from instances import selectors
-from instances.crypto import encrypt
+from instances.access.crypto import encrypt
+from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent, PortBinding
-from instances.runtime import _parse_time
 from instances.services import gpu_metrics_refresh, host_reconcile, instance_launch
 from instances.tasks import gpu_metrics_all_hosts, reconcile_all_hosts
 from tests.factories import TEST_IMAGE, InstanceFactory, TemplateFactory

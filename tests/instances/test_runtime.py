@@ -1,4 +1,4 @@
-"""instances.runtime against the real Docker engine and the test image."""
+"""instances.host.runtime against the real Docker engine and the test image."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from django.conf import settings
 
 from instances.errors import RuntimeFailure
-from instances.runtime import ContainerSpec, DockerRuntime, PortSpec
+from instances.host.runtime import ContainerSpec, DockerRuntime, PortSpec
 from tests.factories import TEST_IMAGE
 from tests.instances.conftest import docker, inspect, labelled_containers
 

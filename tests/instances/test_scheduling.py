@@ -10,7 +10,7 @@ import pytest
 from django.db import connection
 
 from instances import errors, selectors
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
 from instances.models import Host, Instance, InstanceEvent, PortBinding
 from instances.services import instance_launch, instance_start, instance_stop
 from tests.factories import TemplateFactory, UserFactory

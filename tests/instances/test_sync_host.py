@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import CommandError, call_command
 
-from instances import gpus
+from instances.host import gpus
 from instances.models import Gpu, Host
 
 

@@ -202,7 +202,7 @@ def _remove_everything_of_the_suite() -> None:
 @pytest.fixture
 def rel_host(gpu_types) -> Host:
     """The suite's host with the two simulated GPUs (RTX 5090 index 0, RTX PRO 6000 index 1)."""
-    from instances.inventory import host_sync
+    from instances.host.inventory import host_sync
 
     return host_sync(name=REL_HOST, source="simulated").host
 

@@ -15,7 +15,7 @@ import requests
 from billing.models import LedgerEntry
 from billing.services import meter_run
 from instances import services
-from instances.keys import token_create
+from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.factories import GpuFactory, TemplateFactory, UserFactory
 from tests.processes import wait_until

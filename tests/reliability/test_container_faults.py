@@ -13,8 +13,8 @@ from django.conf import settings
 from billing.models import UsageRecord
 from billing.services import meter_run
 from instances import services
+from instances.host.runtime import get_runtime
 from instances.models import InstanceEvent
-from instances.runtime import get_runtime
 from tests.factories import TemplateFactory
 from tests.instances.conftest import inspect, wait_for_status
 from tests.processes import wait_until

@@ -24,8 +24,8 @@ from django.utils import timezone
 from billing.models import LedgerEntry, UsageRecord
 from billing.services import meter_run
 from instances import services
+from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent
-from instances.runtime import _parse_time
 from tests.factories import TemplateFactory
 from tests.instances.conftest import wait_for_status
 from tests.reliability.conftest import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on

@@ -24,8 +24,8 @@ pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
 SETUP = """
 from decimal import Decimal
-from instances.inventory import host_sync
-from instances.keys import token_create
+from instances.host.inventory import host_sync
+from instances.access.tokens import token_create
 from tests.factories import GpuTypeFactory, TemplateFactory, UserFactory
 GpuTypeFactory(sku="rtx-5090", display_name="RTX 5090", rate_per_hour=Decimal("1.49"))
 GpuTypeFactory(sku="rtx-pro-6000", display_name="RTX PRO 6000", rate_per_hour=Decimal("2.99"))

@@ -15,7 +15,7 @@ import pytest
 import requests
 from django.conf import settings
 
-from instances.keys import token_create
+from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.factories import TemplateFactory
 from tests.instances.conftest import wait_for_status

@@ -20,7 +20,7 @@ from billing.models import UsageRecord
 from billing.services import meter_run
 from instances import services
 from instances.models import Instance, InstanceEvent
-from instances.services.common import _lock_key
+from instances.services.locks import _lock_key
 from tests.factories import TemplateFactory
 from tests.instances.conftest import wait_for_status
 from tests.processes import wait_until

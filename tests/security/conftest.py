@@ -17,7 +17,7 @@ import pytest
 import redis
 from django.conf import settings
 
-from instances.inventory import host_sync
+from instances.host.inventory import host_sync
 from instances.models import Host
 from templates_app.catalog import CATALOG
 from tests.billing.conftest import webhook_endpoint  # noqa: F401 - a fixture used here

@@ -27,7 +27,8 @@ from schemathesis.core import NotSet
 
 from billing.models import BillingAccount, LedgerEntry
 from instances import services
-from instances.keys import sshkey_create, token_create
+from instances.access.sshkeys import sshkey_create
+from instances.access.tokens import token_create
 from instances.models import ApiToken, Instance, InstanceEvent, PortBinding, SSHKey
 from tests.api.keygen import ed25519_pub
 from tests.billing.conftest import event_payload, payment_intent, sign, webhook_path

@@ -22,8 +22,8 @@ import requests
 
 from billing import stripe as billing_stripe
 from billing.models import LedgerEntry
-from instances.crypto import decrypt
-from instances.keys import token_create
+from instances.access.crypto import decrypt
+from instances.access.tokens import token_create
 from instances.models import Instance
 from tests.billing.conftest import WEBHOOK_SECRET, webhook_path
 from tests.factories import TemplateFactory

@@ -14,8 +14,8 @@ from django.core.management import call_command
 
 from instances import selectors, services
 from instances.errors import NoCapacity
+from instances.host.preflight import Probe, host_preflight, preflight_evaluate, preflight_probe, version_parse
 from instances.models import Host, Instance
-from instances.preflight import Probe, host_preflight, preflight_evaluate, preflight_probe, version_parse
 from instances.tasks import _preflight_on_worker_start
 from tests.factories import GpuFactory, GpuTypeFactory, HostFactory, TemplateFactory
 from tests.processes import wait_until

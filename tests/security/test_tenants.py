@@ -19,11 +19,11 @@ import pytest
 from django.conf import settings
 
 from instances import services
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
+from instances.host.runtime import ContainerSpec, DockerRuntime
+from instances.host.workspaces import workspace_path
 from instances.models import Gpu, Instance
-from instances.runtime import ContainerSpec, DockerRuntime
-from instances.services.worker import container_spec
-from instances.workspaces import workspace_path
+from instances.services.provision import container_spec
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
 from tests.instances.conftest import host_port, root_password, ssh_run, wait_for_status
 from tests.processes import wait_until

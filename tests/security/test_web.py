@@ -17,8 +17,9 @@ from rest_framework.test import APIClient
 
 from billing.models import LedgerEntry
 from instances import services
-from instances.crypto import decrypt
-from instances.keys import sshkey_create, token_create
+from instances.access.crypto import decrypt
+from instances.access.sshkeys import sshkey_create
+from instances.access.tokens import token_create
 from instances.models import ApiToken, Instance, InstanceEvent, PortBinding, SSHKey
 from tests.api.keygen import ed25519_pub
 from tests.factories import TemplateFactory
@@ -236,7 +237,7 @@ def test_production_settings_pass_the_deploy_checks_and_refuse_without_the_encry
 @pytest.mark.parametrize("login_page", ["/admin/login/", "/api-auth/login/"])
 def test_djangos_own_login_pages_share_the_failed_login_limits(olga, login_page):
     """The admin's and the browsable API's login pages (username and password, Django's
-    forms) were unthrottled: instances.backends.ThrottledModelBackend charges allauth's limits."""
+    forms) were unthrottled: instances.access.backends.ThrottledModelBackend charges allauth's limits."""
 
     def login(address: str, password: str):
         client = Client(REMOTE_ADDR=address)

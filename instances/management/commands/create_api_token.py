@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from instances.keys import token_create
+from instances.access.tokens import token_create
 
 
 class Command(BaseCommand):

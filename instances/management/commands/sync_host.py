@@ -4,9 +4,9 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError
 
-from instances import gpus
-from instances.inventory import host_sync
-from instances.preflight import host_preflight
+from instances.host import gpus
+from instances.host.inventory import host_sync
+from instances.host.preflight import host_preflight
 
 
 class Command(BaseCommand):

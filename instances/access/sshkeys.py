@@ -1,48 +1,31 @@
-"""SSH public keys and API tokens of a user: parse, save, list, resolve, revoke.
+"""SSH public keys of a user: parse, save, list, resolve, delete.
 
 SSH keys are parsed for real (cryptography's OpenSSH loader), so garbage, weak RSA
 and DSA keys are refused with a message a customer can act on, and what we store is
 a normalised single line: a key is later written into `authorized_keys`, so a
 newline or an options prefix (`command="..."`) smuggled into it must never survive.
-
-API tokens: only the SHA-256 of a key is stored; the plain key is returned once by
-`token_create` and cannot be recovered afterwards.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import copy
-import functools
 import hashlib
 import re
-import secrets
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
-from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import IntegrityError, connection, transaction
-from django.db.models import Q, QuerySet
-from django.utils import timezone
+from django.db import IntegrityError, transaction
+from django.db.models import QuerySet
 
-from instances import apicache
 from instances.errors import InvalidSSHKey, NotFound
-from instances.models import ApiToken, SSHKey
+from instances.models import SSHKey
 
 RSA_MIN_BITS = 2048
 MAX_KEY_CHARS = 16 * 1024
-TOKEN_PREFIX = "gpc_"  # noqa: S105 (a public prefix, not a secret)
-# last_used_at is a hint for the owner, not an audit log: one write a minute at most
-# keeps token authentication a single read on the hot path.
-TOKEN_TOUCH_SECONDS = 60
 
 _KEY_TYPE = re.compile(r"^(ssh-[a-z0-9-]+|ecdsa-sha2-[a-z0-9-]+|sk-[a-z0-9@.-]+)$")
 _COMMENT_BAD = re.compile(r"[^\x20-\x7e]")
@@ -188,111 +171,3 @@ def sshkeys_resolve(*, user: AbstractBaseUser, refs: list[str]) -> list[str]:
         else:
             keys.append(sshkey_parse(public_key=text).normalized)
     return list(dict.fromkeys(keys))
-
-
-def token_hash(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
-
-
-def token_list(*, user: AbstractBaseUser) -> QuerySet[ApiToken]:
-    """The user's active (not revoked) tokens."""
-    return ApiToken.objects.filter(owner=user, revoked_at__isnull=True).order_by("-created_at", "-id")
-
-
-def token_create(*, user: AbstractBaseUser, name: str = "") -> tuple[ApiToken, str]:
-    """Make a token for the user. Returns the row and the plain key, which is never stored."""
-    key = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    token = ApiToken.objects.create(
-        owner=user, name=(name or "").strip()[:64] or "api", prefix=key[:12], key_hash=token_hash(key)
-    )
-    return token, key
-
-
-def token_revoke(*, user: AbstractBaseUser, token_id: int | str) -> ApiToken:
-    """Revoke one of the user's tokens; it stops working at once. Raises NotFound for others'."""
-    ref = str(token_id)
-    token = token_list(user=user).filter(id=int(ref)).first() if ref.isdigit() and len(ref) < 18 else None
-    if token is None:
-        raise NotFound("No such API token.")
-    token.revoked_at = timezone.now()
-    token.save(update_fields=["revoked_at"])
-    return token
-
-
-@functools.cache
-def _token_owner_query(vendor: str) -> tuple[str, list[tuple[Any, list[Any]]]]:
-    """The SQL of token_authenticate and, per user column, its database converters
-    (none on PostgreSQL; SQLite's text datetimes and integer booleans need them)."""
-    user_model = get_user_model()
-    users, tokens = user_model._meta.db_table, ApiToken._meta.db_table
-    columns = [field.get_col(users) for field in user_model._meta.concrete_fields]
-    # Table and column names come from the models, values are bound parameters.
-    sql = (
-        f"SELECT {', '.join('u.' + connection.ops.quote_name(col.target.column) for col in columns)}, "  # noqa: S608
-        f"t.id, (t.last_used_at IS NULL OR t.last_used_at < %s) "
-        f"FROM {tokens} t JOIN {users} u ON u.id = t.owner_id "
-        f"WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active"
-    )
-    converters = [(col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in columns]
-    return sql, converters
-
-
-def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> ApiToken | None:
-    """The active token with this plain key (its owner loaded), or None.
-
-    From this process's API cache while the owner's versions in Redis still match
-    (instances.apicache: a revocation or an account change is seen by the next request);
-    else one query written by hand: the ORM's compiling of the same join and building
-    of two models cost several times its execution. The token carries
-    `api_cache_stamp`, the versions read before any database read of this request
-    (None when not cached). Side effect: moves last_used_at forward, at most once a
-    minute per token. `before_database` runs before the database is asked (the
-    authentication-failure throttle: a token answered from the cache was already
-    found valid, so only unknown keys are throttled).
-    """
-    digest = token_hash(key)
-    now = timezone.now()
-    clock = time.monotonic()
-    owner_id = apicache.token_owner_id(digest)
-    stamp = apicache.versions(owner_id) if owner_id is not None else None
-    hit = apicache.token_get(digest, stamp) if stamp is not None else None
-    if hit is not None:
-        token = ApiToken(id=hit["token_id"], owner=hit["owner"])
-        if clock - hit["touched"] >= TOKEN_TOUCH_SECONDS:
-            _token_touch(token_id=token.id, now=now)
-            apicache.token_touched(digest, clock)
-        token.api_cache_stamp = stamp
-        return token
-
-    if before_database is not None:
-        before_database()
-    sql, converters = _token_owner_query(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [now - timedelta(seconds=TOKEN_TOUCH_SECONDS), digest])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    *values, token_id, stale = row
-    for index, (col, funcs) in enumerate(converters):
-        for func in funcs:
-            values[index] = func(values[index], col, connection)
-    user_model = get_user_model()
-    owner = user_model.from_db(connection.alias, [f.attname for f in user_model._meta.concrete_fields], values)
-    token = ApiToken(id=token_id, owner=owner)
-    if stale:
-        _token_touch(token_id=token_id, now=now)
-        token.last_used_at = now
-    # The first request learns the owner (no stamp); the next reads the owner's versions
-    # before this query and caches what it found under them.
-    token.api_cache_stamp = stamp if owner.pk == owner_id else None
-    apicache.token_put(digest, token.api_cache_stamp, owner=copy.copy(owner), token_id=token_id, touched=clock)
-    return token
-
-
-def _token_touch(*, token_id: int, now: datetime) -> None:
-    # Conditional update: concurrent requests with one token write once, and no request
-    # waits on a row lock held by another. An update() sends no signal: no cache bump.
-    stale_before = now - timedelta(seconds=TOKEN_TOUCH_SECONDS)
-    ApiToken.objects.filter(Q(last_used_at__isnull=True) | Q(last_used_at__lt=stale_before), id=token_id).update(
-        last_used_at=now
-    )

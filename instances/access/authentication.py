@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
-from instances.keys import token_authenticate
+from instances.access.tokens import token_authenticate
 
 KEYWORDS = (b"token", b"bearer")
 

@@ -1,7 +1,7 @@
 """GPU inventory and metrics: NVML where a driver answers, else a simulated inventory.
 
 This module imports nothing of Django (settings are passed in), so its NVML path runs
-as is on a machine with only Python and nvidia-ml-py: `python instances/gpus.py`.
+as is on a machine with only Python and nvidia-ml-py: `python instances/host/gpus.py`.
 It is the only module that imports `pynvml`.
 """
 
@@ -174,7 +174,7 @@ def simulated_metrics(inventory: list[GpuInfo]) -> list[GpuMetrics]:
     return [GpuMetrics(uuid=g.uuid, simulated=True, note="simulated GPU: no metrics") for g in inventory]
 
 
-if __name__ == "__main__":  # a self-check to run on a GPU machine: python instances/gpus.py
+if __name__ == "__main__":  # a self-check to run on a GPU machine: python instances/host/gpus.py
     try:
         found = nvml_inventory()
         print(

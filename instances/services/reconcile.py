@@ -1,5 +1,5 @@
-"""Level-driven upkeep of one host: reconcile rows with containers, GPU metrics,
-workspace cleanup. Each is correct when a run is skipped or repeated."""
+"""Reconciliation of one host, level-driven: make its rows and its containers agree.
+Correct when a run is skipped or repeated."""
 
 from __future__ import annotations
 
@@ -12,23 +12,21 @@ from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
-from instances.inventory import gpu_metrics_update
+from instances.access.exposure import exposure_sync
+from instances.host.runtime import LABEL_HOST, LABEL_INSTANCE, ContainerState, DockerRuntime, runtime_for
 from instances.models import Host, Instance, PortBinding
-from instances.runtime import LABEL_HOST, LABEL_INSTANCE, ContainerState, DockerRuntime
-from instances.services.common import (
+from instances.services import queue
+from instances.services.events import (
     CONTAINER_STATUSES,
     Kind,
     Source,
     Status,
     event_add,
-    exposure_call,
-    instance_lock_held,
     logger,
     release,
-    runtime_for,
     segment_close,
 )
-from instances.workspaces import workspace_remove
+from instances.services.locks import instance_lock_held
 
 
 @dataclass
@@ -45,11 +43,11 @@ class ReconcileReport:
 
 # The worker task that moves an instance out of each in-between status.
 _TASK_FOR_STATUS = {
-    Status.PENDING: "instance_provision",
-    Status.PROVISIONING: "instance_provision",
-    Status.STARTING: "instance_start_task",
-    Status.STOPPING: "instance_stop_task",
-    Status.TERMINATING: "instance_destroy_task",
+    Status.PENDING: queue.PROVISION,
+    Status.PROVISIONING: queue.PROVISION,
+    Status.STARTING: queue.START,
+    Status.STOPPING: queue.STOP,
+    Status.TERMINATING: queue.DESTROY,
 }
 
 
@@ -122,7 +120,7 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
         if _end_dead(instance=instance, state=state):
             runtime.remove(instance.container_name, network=instance.container_name)
             report.instances_ended.append(instance.public_id)
-            exposure_call(instance=instance, publish=False)
+            exposure_sync(instance=instance, publish=False)
 
     resting = Instance.objects.filter(host=host).exclude(status__in=CONTAINER_STATUSES).exclude(status=Status.PENDING)
     report.gpus_released = resting.filter(gpu__isnull=False).exclude(status__in=Instance.GPU_HOLDING).update(gpu=None)
@@ -142,8 +140,6 @@ def _resend_stuck(*, host: Host, report: ReconcileReport) -> None:
     """Send the task again for a row stuck in an in-between status with no task working
     on it (its message was lost, or its worker was killed and Redis would redeliver
     only after the visibility timeout). Tasks are idempotent, so a duplicate is harmless."""
-    from instances import tasks
-
     now = timezone.now()
     stuck_after = timedelta(seconds=2 * settings.GPUCLOUD_READY_TIMEOUT_SECONDS + 60)
     stuck = Instance.objects.filter(host=host, status__in=list(_TASK_FOR_STATUS), updated_at__lt=now - stuck_after)
@@ -152,8 +148,7 @@ def _resend_stuck(*, host: Host, report: ReconcileReport) -> None:
             continue  # a task is on it right now
         # Claim by moving updated_at: one resend per period even if two runs race.
         if Instance.objects.filter(pk=instance.pk, updated_at=instance.updated_at).update(updated_at=now):
-            task = getattr(tasks, _TASK_FOR_STATUS[instance.status])
-            task.apply_async(kwargs={"instance_id": instance.pk}, queue=host.queue)
+            queue.task_send(_TASK_FOR_STATUS[instance.status], instance_id=instance.pk, queue=host.queue)
             event_add(
                 instance=instance,
                 kind=Kind.RECONCILED,
@@ -161,34 +156,3 @@ def _resend_stuck(*, host: Host, report: ReconcileReport) -> None:
                 message=f"{instance.status} for too long: its task was sent again",
             )
             report.tasks_resent.append(instance.public_id)
-
-
-def gpu_metrics_refresh(*, host: Host) -> int:
-    """Store NVML metrics of the host's real GPUs; simulated GPUs report none (logged)."""
-    updated = gpu_metrics_update(host=host)
-    simulated = host.gpus.filter(simulated=True).count()
-    if simulated:
-        logger.debug("host %s: %d simulated GPU(s) have no metrics", host.name, simulated)
-    return updated
-
-
-def workspace_cleanup(*, host: Host, grace_seconds: int | None = None) -> list[str]:
-    """Remove the workspaces of instances terminated more than the grace period ago.
-
-    Returns the public ids cleaned. Idempotent: a removed workspace is marked.
-    """
-    grace = settings.GPUCLOUD_WORKSPACE_GRACE_SECONDS if grace_seconds is None else grace_seconds
-    cutoff = timezone.now() - timedelta(seconds=grace)
-    due = Instance.objects.filter(
-        host=host, status=Status.TERMINATED, workspace_removed_at__isnull=True, terminated_at__lte=cutoff
-    )
-    cleaned = []
-    for instance in due:
-        workspace_remove(instance=instance)
-        with transaction.atomic():
-            if Instance.objects.filter(pk=instance.pk, workspace_removed_at__isnull=True).update(
-                workspace_removed_at=timezone.now()
-            ):
-                event_add(instance=instance, kind=Kind.WORKSPACE_REMOVED, source=Source.WORKER)
-        cleaned.append(instance.public_id)
-    return cleaned

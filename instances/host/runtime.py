@@ -348,3 +348,8 @@ def get_runtime(*, base_url: str) -> DockerRuntime:
     if base_url not in _runtimes:
         _runtimes[base_url] = DockerRuntime(base_url=base_url)
     return _runtimes[base_url]
+
+
+def runtime_for(*, host: Any, runtime: DockerRuntime | None = None) -> DockerRuntime:
+    """`runtime` when a caller (a test) passes one, else the engine of `host`."""
+    return runtime or get_runtime(base_url=host.docker_url)

@@ -38,9 +38,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from instances.host.runtime import get_runtime
 from instances.models import Host
 
-logger = logging.getLogger("instances.preflight")
+logger = logging.getLogger("instances.host.preflight")
 
 # (version that fixes it, CVE); a found version must be at or above every one.
 TOOLKIT_FIXES = (("1.16.2", "CVE-2024-0132"), ("1.17.4", "CVE-2025-23359"), ("1.17.8", "CVE-2025-23266"))
@@ -222,7 +223,6 @@ def host_preflight(*, host: Host, probe: Probe | None = None, override: bool | N
     are this machine's. Never raises for a missing tool: that is a failed check.
     """
     if probe is None:
-        from instances.runtime import get_runtime
 
         def engine_info() -> dict[str, Any]:
             return get_runtime(base_url=host.docker_url).engine_info()
@@ -245,12 +245,3 @@ def host_preflight(*, host: Host, probe: Probe | None = None, override: bool | N
     log = logger.warning if not result.ok else logger.info
     log("host %s preflight: %s", host.name, result.message)
     return result
-
-
-def unschedulable_hosts() -> Any:
-    """Hosts the scheduler must skip: a failed preflight, or real GPUs never checked."""
-    from django.db.models import Q
-
-    return Host.objects.filter(
-        Q(facts__preflight__blocked=True) | (Q(gpus__simulated=False) & ~Q(facts__has_key="preflight"))
-    ).values("pk")

@@ -3,7 +3,7 @@
 Two exposure modes (settings.GPUCLOUD_EXPOSURE):
 - "direct": the instance's host ports on the host's public address;
 - "cloudflare": one hostname per service, `<instance>-<service>.<domain>`, routed by
-  the host's named tunnel (instances.exposure keeps its ingress rules and DNS records
+  the host's named tunnel (instances.access.exposure keeps its ingress rules and DNS records
   in step with these names, so both call `service_hostname`).
 
 Secrets (the root password, the access token that JupyterLab, code-server and the
@@ -18,7 +18,7 @@ from urllib.parse import quote
 
 from django.conf import settings
 
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
 from instances.models import Instance, PortBinding
 
 DIRECT = "direct"

@@ -1,4 +1,5 @@
-"""Worker-side lifecycle: what the host's Celery worker does to its Docker engine.
+"""The worker's side of the lifecycle: what the host's Celery worker does to its
+Docker engine to provision, start, stop and destroy an instance.
 
 Every function here is safe to run twice: it works under the instance's lock
 (instance_lock), does nothing unless the row is in the status it expects, finds the
@@ -15,26 +16,33 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from instances import apicache
-from instances.crypto import decrypt
+from instances.access.crypto import decrypt
+from instances.access.exposure import exposure_sync
+from instances.api import cache as apicache
 from instances.errors import RuntimeFailure
+from instances.host.runtime import (
+    LABEL_HOST,
+    LABEL_INSTANCE,
+    LABEL_OWNER,
+    ContainerSpec,
+    DockerRuntime,
+    PortSpec,
+    runtime_for,
+)
+from instances.host.workspaces import workspace_ensure
 from instances.models import Instance
-from instances.runtime import LABEL_HOST, LABEL_INSTANCE, LABEL_OWNER, ContainerSpec, DockerRuntime, PortSpec
-from instances.services.common import (
+from instances.services.events import (
     Kind,
     Source,
     Status,
     event_add,
-    exposure_call,
-    instance_lock,
     logger,
     release,
-    runtime_for,
     segment_close,
     segment_is_open,
     segment_open,
 )
-from instances.workspaces import workspace_ensure
+from instances.services.locks import instance_lock
 
 STOP_TIMEOUT_SECONDS = 10
 
@@ -119,7 +127,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         segment_open(instance=locked, at=now, source=Source.WORKER, data={"gpu": locked.gpu.uuid})
         locked.save(update_fields=["status", "container_id", "last_error", "stop_reason", "started_at", "updated_at"])
     logger.info("instance %s running in %s", locked.public_id, state.id[:12])
-    exposure_call(instance=locked, publish=True)
+    exposure_sync(instance=locked, publish=True)
     return locked
 
 
@@ -149,7 +157,7 @@ def _finish(
         locked.save()
         event_add(instance=locked, kind=kind, source=source, message=reason)
     logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
-    exposure_call(instance=locked, publish=False)
+    exposure_sync(instance=locked, publish=False)
     return locked
 
 

@@ -9,7 +9,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from instances import gpus
+from instances.host import gpus
 from instances.models import Gpu, GpuType, Host
 
 logger = logging.getLogger(__name__)

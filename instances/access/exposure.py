@@ -19,25 +19,18 @@ SDK at a local server), GPUCLOUD_PUBLIC_DOMAIN.
 from __future__ import annotations
 
 import logging
-from http import HTTPStatus
 from typing import Any
 
 from django.conf import settings
 from django.db import transaction
 
-from instances.access import CLOUDFLARE, exposed_bindings, exposure_mode, instance_label, service_hostname
-from instances.errors import InstanceError
+from instances.access.addresses import CLOUDFLARE, exposed_bindings, exposure_mode, instance_label, service_hostname
+from instances.errors import ExposureFailed
 from instances.models import Host, Instance, PortBinding
 
 logger = logging.getLogger(__name__)
 
 CATCH_ALL = {"service": "http_status:404"}
-
-
-class ExposureFailed(InstanceError):
-    code = "instances:exposure-failed"
-    status = HTTPStatus.BAD_GATEWAY
-    default_message = "The instance's public hostnames could not be updated."
 
 
 def _client() -> Any:
@@ -168,3 +161,24 @@ def exposure_withdraw(*, instance: Instance) -> None:
     if exposure_mode() != CLOUDFLARE:
         return
     _sync(instance=instance, publish=False)
+
+
+def exposure_sync(*, instance: Instance, publish: bool) -> None:
+    """Publish or withdraw the instance's public routes.
+
+    The lifecycle's one way to call the two hooks above. Outside any transaction; a
+    failure is logged and never undoes the lifecycle step (both hooks are idempotent and run
+    again on the next step).
+    """
+    try:
+        if publish:
+            exposure_publish(instance=instance)
+        else:
+            exposure_withdraw(instance=instance)
+    except Exception as exc:
+        logger.warning(
+            "instance %s: exposure %s failed: %s",
+            instance.public_id,
+            "publish" if publish else "withdraw",
+            getattr(exc, "code", type(exc).__name__),
+        )

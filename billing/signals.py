@@ -1,0 +1,40 @@
+"""Receivers of billing: price edits enter the rate history; Stripe webhooks are handled.
+
+Connected when the app is ready (billing.apps).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db.models.signals import pre_save
+from django.dispatch import receiver
+from django.utils import timezone
+from djstripe.signals import webhook_pre_process, webhook_pre_validate
+
+from billing.services import gpu_rate_record
+from billing.webhooks import webhook_pre_process as handle_webhook
+from instances.models import GpuType
+
+
+@receiver(pre_save, sender=GpuType, dispatch_uid="billing.record_rate_change")
+def record_rate_change(sender: Any, instance: GpuType, raw: bool = False, **kwargs: Any) -> None:
+    # Price edits made anywhere (the admin, a shell) enter the history billing prices
+    # segments from; billing.services.gpu_type_rate_set records its own.
+    if raw or instance.pk is None:
+        return
+    old = GpuType.objects.filter(pk=instance.pk).values_list("rate_per_hour", flat=True).first()
+    if old is not None and old != instance.rate_per_hour:
+        gpu_rate_record(gpu_type=instance, old_rate=old, new_rate=instance.rate_per_hour, now=timezone.now())
+
+
+webhook_pre_process.connect(handle_webhook, dispatch_uid="billing.webhook_pre_process")
+
+
+@receiver(webhook_pre_validate, dispatch_uid="billing.ignore_secret_override")
+def ignore_secret_override(sender: Any, instance: Any, **kwargs: Any) -> None:
+    # With DEBUG on, dj-stripe verifies against a secret the *request* may supply
+    # (X-Djstripe-Webhook-Secret, for the Stripe CLI): anyone could sign their own
+    # "payment succeeded". Only the endpoint's stored secret may vouch for money.
+    for name in [h for h in instance.headers if h.lower() == "x-djstripe-webhook-secret"]:
+        del instance.headers[name]

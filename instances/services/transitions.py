@@ -1,0 +1,123 @@
+"""Stop, start, restart and destroy: what customers, operators and billing ask of an
+instance. Each checks the transition first, changes the row in one transaction, and
+enqueues the worker's task on the host's queue when that transaction commits. None
+touches Docker: the worker does (instances.services.provision).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.db import IntegrityError, transaction
+
+from instances.errors import InvalidTransition
+from instances.models import Instance, PortBinding
+from instances.services import queue
+from instances.services.events import Kind, Source, Status, event_add
+from instances.services.launch import admit, scheduled_data
+from instances.services.provision import instance_destroy_execute
+from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
+
+
+def _locked(instance: Instance) -> Instance:
+    return Instance.objects.select_for_update(of=("self",)).select_related("host", "gpu").get(pk=instance.pk)
+
+
+def _refuse(instance: Instance, action: str) -> InvalidTransition:
+    return InvalidTransition(
+        f"Cannot {action} an instance that is {instance.status}.",
+        detail={"status": instance.status, "action": action},
+    )
+
+
+def instance_stop(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+    """Ask the worker to stop a running instance (data kept, GPU released).
+
+    Moves it to `stopping` and enqueues the stop. Raises InvalidTransition unless running.
+    """
+    with transaction.atomic():
+        locked = _locked(instance)
+        if locked.status != Status.RUNNING:
+            raise _refuse(locked, "stop")
+        locked.status = Status.STOPPING
+        if source == Source.BILLING:
+            locked.stop_reason = (reason or "billing")[:64]
+        locked.save(update_fields=["status", "stop_reason", "updated_at"])
+        event_add(instance=locked, kind=Kind.STOP_REQUESTED, source=source, actor=actor, message=reason)
+        queue.enqueue(queue.STOP, locked)
+    return locked
+
+
+def instance_start(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+    """Start a stopped (or failed) instance on a GPU of its type on its host (which
+    keeps its workspace); it may be another GPU than before.
+
+    Raises InvalidTransition, an admission check's error, or NoCapacity.
+    """
+    if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
+        raise _refuse(instance, "start")
+    admit(user=instance.owner, gpu_type=instance.gpu_type, template=instance.template)
+    ports = published_ports(template=instance.template, access=list(instance.access or []))
+    for _ in range(ALLOCATION_ATTEMPTS):
+        try:
+            with transaction.atomic():
+                locked = _locked(instance)
+                if locked.status not in (Status.STOPPED, Status.FAILED):
+                    raise _refuse(locked, "start")
+                gpu = gpu_take(gpu_type=locked.gpu_type, host=locked.host)
+                if gpu is None:
+                    raise no_capacity(locked.gpu_type)
+                PortBinding.objects.filter(instance=locked).delete()
+                ports_bind(instance=locked, host=locked.host, ports=ports)
+                locked.gpu, locked.status, locked.last_error = gpu, Status.STARTING, ""
+                locked.save(update_fields=["gpu", "status", "last_error", "updated_at"])
+                event_add(
+                    instance=locked,
+                    kind=Kind.START_REQUESTED,
+                    source=source,
+                    actor=actor,
+                    message=reason,
+                    data=scheduled_data(locked),
+                )
+                queue.enqueue(queue.START, locked)
+            return locked
+        except IntegrityError:
+            continue
+    raise no_capacity(instance.gpu_type)
+
+
+def instance_restart(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+    """Restart a running instance's container on the same GPU and ports.
+
+    The running segment ends when the old container stops and a new one begins when
+    the new container answers. Raises InvalidTransition unless running.
+    """
+    with transaction.atomic():
+        locked = _locked(instance)
+        if locked.status != Status.RUNNING:
+            raise _refuse(locked, "restart")
+        locked.status = Status.STARTING
+        locked.save(update_fields=["status", "updated_at"])
+        event_add(instance=locked, kind=Kind.RESTART_REQUESTED, source=source, actor=actor, message=reason)
+        queue.enqueue(queue.START, locked)
+    return locked
+
+
+def instance_destroy(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+    """Destroy the instance: its container now, its workspace after the grace period.
+
+    Moves it to `terminating` and enqueues the removal. Raises InvalidTransition when it
+    is already terminating or terminated.
+    """
+    with transaction.atomic():
+        locked = _locked(instance)
+        if locked.status in (Status.TERMINATING, Status.TERMINATED):
+            raise _refuse(locked, "destroy")
+        locked.status = Status.TERMINATING
+        locked.save(update_fields=["status", "updated_at"])
+        event_add(instance=locked, kind=Kind.DESTROY_REQUESTED, source=source, actor=actor, message=reason)
+        if locked.host_id is not None:
+            queue.enqueue(queue.DESTROY, locked)
+    if locked.host_id is None:  # never scheduled: nothing exists on any host
+        return instance_destroy_execute(instance_id=locked.pk)
+    return locked
