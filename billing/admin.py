@@ -155,9 +155,9 @@ class UsageRecordAdmin(ReadOnlyAdmin):
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)
-        changelist = getattr(response, "context_data", {}) or {}
+        changelist = getattr(response, "context_data", None) or {}
         if "cl" in changelist:
-            response.context_data["usage_summary"] = selectors.usage_summary(queryset=changelist["cl"].queryset)
+            changelist["usage_summary"] = selectors.usage_summary(queryset=changelist["cl"].queryset)
         return response
 
     @admin.action(description="Export the selected usage as CSV")

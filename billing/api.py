@@ -60,7 +60,7 @@ class UsageSerializer(serializers.ModelSerializer):
 
 class LedgerSerializer(serializers.ModelSerializer):
     amount_usd = serializers.SerializerMethodField()
-    usage = serializers.PrimaryKeyRelatedField(read_only=True)
+    usage: serializers.PrimaryKeyRelatedField = serializers.PrimaryKeyRelatedField(read_only=True)
 
     class Meta:
         model = LedgerEntry

@@ -50,9 +50,10 @@ def ledger_list(*, user: Any) -> QuerySet[LedgerEntry]:
 def usage_summary(*, queryset: QuerySet[UsageRecord] | None = None) -> list[dict[str, Any]]:
     """Usage per user, kind, GPU type and month: segments, seconds and cost billed so far."""
     qs = UsageRecord.objects.all() if queryset is None else queryset
-    return list(
-        qs.annotate(month=TruncMonth("started_at"))
+    return [
+        dict(row)
+        for row in qs.annotate(month=TruncMonth("started_at"))
         .values("user__username", "kind", "gpu_type__sku", "month")
         .annotate(segments=Count("id"), seconds=Sum("duration_seconds"), cost_usd=Sum("billed_usd"))
         .order_by("-month", "user__username", "kind", "gpu_type__sku")
-    )
+    ]

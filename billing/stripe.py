@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import stripe as stripe_sdk
 from django.conf import settings
@@ -84,7 +85,7 @@ def payment_intent_confirm(*, payment_intent_id: str, payment_method: str) -> Pa
 
 def refund_create(*, payment_intent_id: str, amount_cents: int | None = None) -> str:
     """Refund a top-up (in full or in part); the ledger is debited when Stripe reports it."""
-    params: dict = {"payment_intent": payment_intent_id}
+    params: Any = {"payment_intent": payment_intent_id}
     if amount_cents is not None:
         params["amount"] = amount_cents
     try:
@@ -116,7 +117,7 @@ def setup_intent_create(*, customer_id: str) -> str:
         intent = _client().v1.setup_intents.create(params={"customer": customer_id, "payment_method_types": ["card"]})
     except stripe_sdk.StripeError as exc:
         raise _fail("setup_intent_create", exc) from exc
-    return intent.client_secret
+    return intent.client_secret or ""
 
 
 def payment_intent_owner(*, payment_intent_id: str) -> str:

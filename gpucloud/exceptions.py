@@ -72,7 +72,8 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
     else:
         message = str(getattr(exc, "detail", "")) or HTTPStatus(response.status_code).phrase
         detail = {}
-        if isinstance(exc, exceptions.Throttled) and exc.wait is not None:
-            detail = {"retry_after_seconds": int(exc.wait)}
+        wait = getattr(exc, "wait", None) if isinstance(exc, exceptions.Throttled) else None
+        if wait is not None:
+            detail = {"retry_after_seconds": int(wait)}
     response.data = error_body(code, message, detail)
     return response

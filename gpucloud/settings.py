@@ -123,7 +123,7 @@ else:
     DATABASES = {
         "default": {
             "ENGINE": "django.db.backends.sqlite3",
-            "NAME": VAR_DIR / "db.sqlite3",
+            "NAME": str(VAR_DIR / "db.sqlite3"),
             # Writers wait on SQLite's lock instead of failing at once: web, worker
             # and beat share one file in the quick start.
             "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},

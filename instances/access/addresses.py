@@ -97,7 +97,7 @@ def access_for(*, instance: Instance, reveal_secrets: bool) -> dict[str, Any]:
     and the token, and the token inside the Jupyter URL, only when `reveal_secrets`.
     Reads the instance's host and port bindings; no I/O beyond the database.
     """
-    address = instance.host.public_address if instance.host_id is not None else None
+    address = instance.host.public_address if instance.host is not None else None
     return access_urls(instance=instance, address=address, bindings=instance.ports.all(), reveal_secrets=reveal_secrets)
 
 

@@ -13,11 +13,11 @@ import binascii
 import hashlib
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_ssh_public_key
-from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import QuerySet
 
@@ -103,11 +103,11 @@ def sshkey_parse(*, public_key: str) -> ParsedKey:
     )
 
 
-def sshkey_list(*, user: AbstractBaseUser) -> QuerySet[SSHKey]:
+def sshkey_list(*, user: Any) -> QuerySet[SSHKey]:
     return SSHKey.objects.filter(owner=user).order_by("-created_at", "-id")
 
 
-def sshkey_get(*, user: AbstractBaseUser, key_id: int | str) -> SSHKey:
+def sshkey_get(*, user: Any, key_id: int | str) -> SSHKey:
     """One of the user's keys by id or fingerprint. Raises NotFound for anyone else's."""
     qs = sshkey_list(user=user)
     ref = str(key_id).strip()
@@ -119,7 +119,7 @@ def sshkey_get(*, user: AbstractBaseUser, key_id: int | str) -> SSHKey:
     return key
 
 
-def sshkey_create(*, user: AbstractBaseUser, public_key: str, name: str = "") -> SSHKey:
+def sshkey_create(*, user: Any, public_key: str, name: str = "") -> SSHKey:
     """Save a parsed, normalised public key for the user.
 
     Raises InvalidSSHKey for garbage, RSA under 2048 bits, DSA, a key already saved
@@ -150,12 +150,12 @@ def sshkey_create(*, user: AbstractBaseUser, public_key: str, name: str = "") ->
         raise InvalidSSHKey("This key or its name is already saved.") from None
 
 
-def sshkey_delete(*, user: AbstractBaseUser, key_id: int | str) -> None:
+def sshkey_delete(*, user: Any, key_id: int | str) -> None:
     """Delete one of the user's keys. Instances keep the keys they were launched with."""
     sshkey_get(user=user, key_id=key_id).delete()
 
 
-def sshkeys_resolve(*, user: AbstractBaseUser, refs: list[str]) -> list[str]:
+def sshkeys_resolve(*, user: Any, refs: list[str]) -> list[str]:
     """Public key lines for a launch: each ref is a saved key's id or fingerprint, or a raw key.
 
     Raises InvalidSSHKey naming the first ref that is neither the user's key nor a valid key.

@@ -12,6 +12,7 @@ container cannot reach another's (Docker isolates bridge networks from each othe
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import socket
 import time
@@ -241,12 +242,12 @@ class DockerRuntime:
                     # Still has an endpoint (a container being removed): the reconciler retries.
                     raise
 
-    def networks(self, *, labels: dict[str, str]) -> list[str]:
+    def networks(self, *, labels: dict[str, str]) -> builtins.list[str]:
         filters = {"label": [f"{k}={v}" for k, v in labels.items()]}
         with _mapped_errors("list networks"):
             return [n["Name"] for n in self.client.api.networks(filters=filters)]
 
-    def wait_ready(self, *, container_id: str, ports: list[int], timeout_seconds: float) -> ContainerState:
+    def wait_ready(self, *, container_id: str, ports: builtins.list[int], timeout_seconds: float) -> ContainerState:
         """Wait until every port of the container accepts TCP connections.
 
         Probes the container's own address on its network, not the published host
@@ -254,7 +255,7 @@ class DockerRuntime:
         Raises RuntimeFailure when the container stops or the time runs out.
         """
         deadline = time.monotonic() + timeout_seconds
-        waiting = list(ports)
+        waiting: builtins.list[int] = builtins.list(ports)
         while True:
             state = self.inspect(container_id)
             if state is None:
