@@ -7,7 +7,6 @@ committed rows; they get a worker consuming this host's queue on the test databa
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,9 +16,12 @@ from django.conf import settings
 
 from instances.models import Host
 from tests.factories import GpuTypeFactory, UserFactory
-from tests.processes import stop_group, worker_start
+from tests.processes import stop_group, worker_env, worker_start
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fixtures several suites use, kept in a plain module.
+pytest_plugins = ["tests.stripe_fixtures"]
 
 
 @pytest.fixture
@@ -56,18 +58,6 @@ def this_host(db, gpu_types) -> Host:
     return host_sync(name=settings.GPUCLOUD_HOST_NAME, source="simulated").host
 
 
-def _worker_env(db_name: str) -> dict[str, str]:
-    env = dict(os.environ)
-    url = settings.DATABASES["default"]
-    if url["ENGINE"].endswith("postgresql"):
-        env["DATABASE_URL"] = (
-            f"postgres://{url['USER'] or 'postgres'}@{url['HOST'] or '127.0.0.1'}:{url['PORT'] or 5432}/{db_name}"
-        )
-    env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     """A real Celery worker on this host's queue, against the test database and Redis."""
@@ -81,7 +71,7 @@ def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subpro
     proc = worker_start(
         queues=[queue, "default"],
         name="pytest",
-        env=_worker_env(settings.DATABASES["default"]["NAME"]),
+        env=worker_env(settings.DATABASES["default"]["NAME"]),
         log_path=Path(settings.VAR_DIR) / "test-worker.log",
     )
     yield proc

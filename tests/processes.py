@@ -13,6 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _LOCALSTRIPE = (
@@ -107,3 +109,15 @@ def localstripe_start(*, log_path: Path | None = None) -> tuple[subprocess.Popen
 
     _wait(proc, answers, what="localstripe", log_path=log_path, timeout=30)
     return proc, f"http://127.0.0.1:{port}"
+
+
+def worker_env(db_name: str) -> dict[str, str]:
+    env = dict(os.environ)
+    url = settings.DATABASES["default"]
+    if url["ENGINE"].endswith("postgresql"):
+        env["DATABASE_URL"] = (
+            f"postgres://{url['USER'] or 'postgres'}@{url['HOST'] or '127.0.0.1'}:{url['PORT'] or 5432}/{db_name}"
+        )
+    env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
+    env["PYTHONUNBUFFERED"] = "1"
+    return env

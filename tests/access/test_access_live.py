@@ -31,10 +31,9 @@ from instances.errors import NoCapacity
 from instances.host.inventory import host_sync
 from instances.models import Host, Instance, PortBinding
 from instances.services import instance_destroy, instance_launch, instance_start, instance_stop
-from tests.conftest import _worker_env
+from tests.containers import docker, wait_for_status
 from tests.factories import TemplateFactory
-from tests.instances.conftest import docker, wait_for_status
-from tests.processes import stop_group, worker_start
+from tests.processes import stop_group, worker_env, worker_start
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
@@ -313,7 +312,7 @@ def cloudflare_worker(celery_worker, cloudflare_settings, gpu_types) -> Iterator
     queue = host.queue
     with app.connection_for_write() as conn:
         conn.default_channel.queue_purge(queue)
-    env = _worker_env(settings.DATABASES["default"]["NAME"])
+    env = worker_env(settings.DATABASES["default"]["NAME"])
     env.update(
         GPUCLOUD_HOST_NAME=CF_HOST,
         GPUCLOUD_EXPOSURE="cloudflare",

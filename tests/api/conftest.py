@@ -7,17 +7,8 @@ import redis
 from django.conf import settings
 from rest_framework.test import APIClient
 
-from instances import services
-from instances.access.tokens import token_create
-from instances.models import Instance
+from tests.api.helpers import token_client
 from tests.factories import TemplateFactory
-
-
-def token_client(user) -> APIClient:
-    _, key = token_create(user=user, name="test")
-    client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
-    return client
 
 
 def _clear_throttles() -> None:
@@ -59,9 +50,3 @@ def template(db):
 def ready(this_host, template):
     """This host with its two simulated GPUs and the test template."""
     return this_host
-
-
-def launch(user, **overrides) -> Instance:
-    """A launch through the service, as the API's would be (no worker takes it here)."""
-    fields = {"template": "test-sshd", "gpu_type": "rtx-5090", "storage_gb": 20, "access": ["ssh", "jupyter"]}
-    return services.instance_launch(user=user, **{**fields, **overrides})

@@ -19,8 +19,8 @@ from instances import services
 from instances.access.tokens import token_revoke
 from instances.api import cache as apicache
 from instances.models import ApiToken, GpuType, Host, Instance, PortBinding
-from tests.api.conftest import launch, token_client
-from tests.instances.conftest import wait_for_status
+from tests.api.helpers import launch, token_client
+from tests.containers import wait_for_status
 
 LIST = "/api/gpu/instances"
 

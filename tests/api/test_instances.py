@@ -16,7 +16,7 @@ from instances.access.sshkeys import sshkey_create
 from instances.api import cache as apicache
 from instances.api.instances import instance_body
 from instances.models import Instance, InstanceEvent
-from tests.api.conftest import launch
+from tests.api.helpers import launch
 from tests.api.keygen import ed25519_pub
 
 LAUNCH = {"template": "test-sshd", "gpu": "rtx-5090", "storage": 20, "access": ["ssh", "jupyter"]}

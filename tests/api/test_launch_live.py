@@ -13,7 +13,7 @@ import pytest
 from django.conf import settings
 
 from instances.models import GpuType
-from tests.api.conftest import token_client
+from tests.api.helpers import token_client
 from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]

@@ -13,7 +13,7 @@ import pytest
 
 from billing import selectors, services
 from billing.models import LedgerEntry, UsageRecord
-from tests.billing.conftest import credit, event, instance_for
+from tests.billing.helpers import credit, event, instance_for
 
 
 @pytest.fixture

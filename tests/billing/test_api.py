@@ -9,7 +9,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from billing import services
-from tests.billing.conftest import credit, event, instance_for
+from tests.billing.helpers import credit, event, instance_for
 
 
 @pytest.fixture

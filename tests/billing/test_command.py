@@ -7,7 +7,7 @@ from http import HTTPStatus
 from django.core.management import call_command
 
 from billing import selectors
-from tests.billing.conftest import event_payload, payment_intent, sign
+from tests.billing.helpers import event_payload, payment_intent, sign
 
 
 def test_the_registered_endpoint_verifies_webhooks(client, alice, monkeypatch):

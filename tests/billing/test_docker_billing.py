@@ -16,7 +16,7 @@ from django.utils import timezone
 from billing import selectors, services
 from billing.models import UsageRecord
 from instances.models import Instance
-from tests.billing.conftest import credit
+from tests.billing.helpers import credit
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.docker

@@ -15,7 +15,7 @@ from billing import checks, selectors, services
 from billing.errors import InsufficientBalance
 from billing.models import BillingAccount
 from instances.models import Instance, InstanceEvent
-from tests.billing.conftest import credit, event, instance_for
+from tests.billing.helpers import credit, event, instance_for
 from tests.factories import TemplateFactory
 
 T0 = datetime(2026, 4, 1, 8, 0, tzinfo=UTC)

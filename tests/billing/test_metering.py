@@ -9,7 +9,7 @@ from django.test.utils import CaptureQueriesContext
 
 from billing import selectors, services
 from billing.models import LedgerEntry, UsageRecord
-from tests.billing.conftest import Clock, event, instance_for
+from tests.billing.helpers import Clock, event, instance_for
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -167,7 +167,7 @@ def test_a_run_costs_the_same_number_of_queries_for_1_or_40_segments(alice, bob,
 
 
 def test_balance_is_the_sum_of_the_ledger(alice, gpu_types, clock):
-    from tests.billing.conftest import credit
+    from tests.billing.helpers import credit
 
     credit(alice, "20.00")
     for i in range(3):

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from billing import selectors, services
 from billing.models import SECONDS_PER_MONTH, LedgerEntry, UsageRecord
 from instances.models import GpuType
-from tests.billing.conftest import event, instance_for
+from tests.billing.helpers import event, instance_for
 from tests.factories import UserFactory
 
 T0 = datetime(2026, 5, 1, tzinfo=UTC)

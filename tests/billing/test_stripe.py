@@ -16,7 +16,7 @@ from rest_framework.test import APIClient
 from billing import selectors
 from billing import stripe as billing_stripe
 from billing.models import BillingAccount, LedgerEntry
-from tests.billing.conftest import WEBHOOK_SECRET, event_payload, payment_intent, sign, webhook_path
+from tests.billing.helpers import WEBHOOK_SECRET, event_payload, payment_intent, sign, webhook_path
 
 
 def post_webhook(client, endpoint, body: str, signature: str | None):

@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from billing import selectors, tasks
 from billing.models import BillingAccount, UsageRecord
-from tests.billing.conftest import event, instance_for
+from tests.billing.helpers import event, instance_for
 
 pytestmark = pytest.mark.celery
 

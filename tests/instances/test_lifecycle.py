@@ -21,8 +21,7 @@ from instances.services import (
     workspace_cleanup,
 )
 from instances.tasks import instance_provision
-from tests.factories import TemplateFactory
-from tests.instances.conftest import (
+from tests.containers import (
     host_port,
     inspect,
     labelled_containers,
@@ -30,6 +29,7 @@ from tests.instances.conftest import (
     ssh_run,
     wait_for_status,
 )
+from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

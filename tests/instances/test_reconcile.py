@@ -16,8 +16,8 @@ from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import gpu_metrics_refresh, host_reconcile, instance_launch
 from instances.tasks import gpu_metrics_all_hosts, reconcile_all_hosts
+from tests.containers import docker, inspect, labelled_containers, wait_for_status
 from tests.factories import TEST_IMAGE, InstanceFactory, TemplateFactory
-from tests.instances.conftest import docker, inspect, labelled_containers, wait_for_status
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -9,8 +9,8 @@ from django.conf import settings
 
 from instances.errors import RuntimeFailure
 from instances.host.runtime import ContainerSpec, DockerRuntime, PortSpec
+from tests.containers import docker, inspect, labelled_containers
 from tests.factories import TEST_IMAGE
-from tests.instances.conftest import docker, inspect, labelled_containers
 
 pytestmark = pytest.mark.docker
 

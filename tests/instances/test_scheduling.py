@@ -13,8 +13,8 @@ from instances import errors, selectors
 from instances.access.crypto import decrypt
 from instances.models import Host, Instance, InstanceEvent, PortBinding
 from instances.services import instance_launch, instance_start, instance_stop
+from tests.containers import wait_for_status
 from tests.factories import TemplateFactory, UserFactory
-from tests.instances.conftest import wait_for_status
 
 
 def launch(user, sshd_template, **overrides):

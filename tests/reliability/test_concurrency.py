@@ -19,7 +19,7 @@ from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.factories import GpuFactory, TemplateFactory, UserFactory
 from tests.processes import wait_until
-from tests.reliability.conftest import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
+from tests.reliability.helpers import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

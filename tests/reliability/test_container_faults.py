@@ -15,10 +15,10 @@ from billing.services import meter_run
 from instances import services
 from instances.host.runtime import get_runtime
 from instances.models import InstanceEvent
+from tests.containers import inspect, wait_for_status
 from tests.factories import TemplateFactory
-from tests.instances.conftest import inspect, wait_for_status
 from tests.processes import wait_until
-from tests.reliability.conftest import assert_nothing_leaked, labelled
+from tests.reliability.helpers import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

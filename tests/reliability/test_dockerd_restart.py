@@ -26,9 +26,9 @@ from billing.services import meter_run
 from instances import services
 from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent
+from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
-from tests.instances.conftest import wait_for_status
-from tests.reliability.conftest import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
+from tests.reliability.helpers import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery, pytest.mark.dockerd_restart]
 

@@ -16,9 +16,8 @@ from http import HTTPStatus
 import pytest
 import requests
 
-from tests.conftest import ROOT
-from tests.processes import wait_until
-from tests.reliability.conftest import REL_HOST, base_env
+from tests.processes import ROOT, wait_until
+from tests.reliability.helpers import REL_HOST, base_env
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -17,9 +17,9 @@ from django.conf import settings
 
 from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
+from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
-from tests.instances.conftest import wait_for_status
-from tests.reliability.conftest import assert_nothing_leaked, labelled
+from tests.reliability.helpers import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

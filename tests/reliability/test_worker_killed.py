@@ -21,10 +21,10 @@ from billing.services import meter_run
 from instances import services
 from instances.models import Instance, InstanceEvent
 from instances.services.locks import _lock_key
+from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
-from tests.instances.conftest import wait_for_status
 from tests.processes import wait_until
-from tests.reliability.conftest import assert_nothing_leaked, labelled
+from tests.reliability.helpers import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -31,7 +31,7 @@ from instances.access.sshkeys import sshkey_create
 from instances.access.tokens import token_create
 from instances.models import ApiToken, Instance, InstanceEvent, PortBinding, SSHKey
 from tests.api.keygen import ed25519_pub
-from tests.billing.conftest import event_payload, payment_intent, sign, webhook_path
+from tests.billing.helpers import event_payload, payment_intent, sign, webhook_path
 from tests.factories import GpuFactory, GpuTypeFactory, HostFactory, TemplateFactory, UserFactory
 
 EXAMPLES = 25

@@ -25,11 +25,10 @@ from billing.models import LedgerEntry
 from instances.access.crypto import decrypt
 from instances.access.tokens import token_create
 from instances.models import Instance
-from tests.billing.conftest import WEBHOOK_SECRET, webhook_path
+from tests.billing.helpers import WEBHOOK_SECRET, webhook_path
+from tests.containers import docker, ssh_run
 from tests.factories import TemplateFactory
-from tests.instances.conftest import ssh_run
 from tests.processes import wait_until
-from tests.security.conftest import docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

@@ -24,10 +24,10 @@ from instances.host.runtime import ContainerSpec, DockerRuntime
 from instances.host.workspaces import workspace_path
 from instances.models import Gpu, Instance
 from instances.services.provision import container_spec
+from tests.containers import docker, host_port, inspect, root_password, ssh_run, wait_for_status
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
-from tests.instances.conftest import host_port, root_password, ssh_run, wait_for_status
 from tests.processes import wait_until
-from tests.security.conftest import ALLOWED_CAPS, docker, inspect
+from tests.security.helpers import ALLOWED_CAPS
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 

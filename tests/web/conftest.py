@@ -7,8 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from tests.billing.conftest import localstripe  # noqa: F401 (a shared session fixture)
-
 # Playwright's sync API leaves an event loop running in the test thread for the rest of
 # the session; the ORM calls tests make beside it are ordinary synchronous ones.
 # (tests/gpucloud/test_settings.py keeps this test-only switch out of its production runs.)

@@ -1,5 +1,5 @@
-"""Billing fixtures: a controllable clock's events on bare instance rows, localstripe,
-and a dj-stripe webhook endpoint whose payloads tests sign for real."""
+"""Billing test helpers: a controllable clock's events on bare instance rows, signed Stripe
+webhook payloads, credits."""
 
 from __future__ import annotations
 
@@ -8,49 +8,14 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
-from django.conf import settings
 
 from billing import services
 from instances.models import Instance, InstanceEvent
 from tests.factories import InstanceFactory, TemplateFactory
-from tests.processes import localstripe_start, stop_group
 
 WEBHOOK_SECRET = "whsec_billing_tests_0123456789abcdef"
-
-
-@pytest.fixture(scope="session")
-def localstripe() -> Iterator[str]:
-    """localstripe on 127.0.0.1 in a subprocess, with the Stripe client pointed at it."""
-    proc, url = localstripe_start(log_path=Path(settings.VAR_DIR) / "localstripe.log")
-    previous = getattr(settings, "STRIPE_API_HOST", None)
-    settings.STRIPE_API_HOST = url
-    yield url
-    if previous is None:
-        del settings.STRIPE_API_HOST
-    else:
-        settings.STRIPE_API_HOST = previous
-    stop_group(proc, timeout=10)
-
-
-@pytest.fixture
-def webhook_endpoint(db):
-    from djstripe.models import WebhookEndpoint
-
-    return WebhookEndpoint.objects.create(
-        id="we_billing_tests",
-        url="http://127.0.0.1/stripe/webhook/",
-        secret=WEBHOOK_SECRET,
-        enabled_events=["*"],
-        status="enabled",
-        livemode=False,
-        api_version="2024-06-20",
-    )
 
 
 def sign(body: str, *, secret: str = WEBHOOK_SECRET, timestamp: int | None = None) -> str:
