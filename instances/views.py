@@ -156,7 +156,7 @@ _ACTIONS = {
         services.instance_start,
         "Starting {id}: a free GPU of the same type is assigned (it may be another one).",
     ),
-    "restart": (services.instance_restart, "Restarting {id}."),
+    "restart": (services.instance_restart, "Restarting {id}: it keeps its GPU and ports."),
     "destroy": (services.instance_destroy, "Destroying {id}."),
 }
 

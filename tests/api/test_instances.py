@@ -152,7 +152,8 @@ def test_stop_start_restart_and_destroy_move_the_row(alice_api, alice, ready):
     response = alice_api.post(f"{path}/restart")
     assert response.status_code == HTTPStatus.ACCEPTED
     assert response.json()["status"] == "starting"
-    assert "another free GPU" in response.json()["note"]
+    # A restart stays on its GPU and ports; only a start after a stop may move.
+    assert "A restart keeps its GPU and ports" in response.json()["note"]
 
     mark(instance, "running")
     response = alice_api.post(f"{path}/stop")

@@ -124,3 +124,14 @@ def test_ssh_keys_and_tokens_can_be_added_and_revoked_from_the_pages(client, ali
     assert client.post(reverse("web:token-revoke", args=[token.id])).status_code == HTTPStatus.FOUND
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_restart_and_start_say_which_keeps_the_gpu(client, alice, alices_instance):
+    """One truth with the service: a restart keeps its GPU and ports, a start may not."""
+    client.force_login(alice)
+    pid = alices_instance.public_id
+    page = client.post(reverse("web:instance-action", args=[pid, "restart"]), follow=True).content.decode()
+    assert "keeps its GPU and ports" in page
+    Instance.objects.filter(pk=alices_instance.pk).update(status=Instance.Status.STOPPED, gpu=None)
+    page = client.post(reverse("web:instance-action", args=[pid, "start"]), follow=True).content.decode()
+    assert "it may be another one" in page
