@@ -5,6 +5,7 @@ from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
+from instances.admin_lifecycle import InstanceLifecycleAdmin
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
 
 
@@ -210,7 +211,10 @@ class PortInline(admin.TabularInline):
 
 
 @admin.register(Instance)
-class InstanceAdmin(admin.ModelAdmin):
+class InstanceAdmin(InstanceLifecycleAdmin):
+    """Instances with their ports and timeline; stop / start / restart / destroy come
+    from InstanceLifecycleAdmin (instances.admin_lifecycle)."""
+
     list_display = (
         "public_id",
         "name",

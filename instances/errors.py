@@ -45,6 +45,13 @@ class InvalidEnv(InstanceError):
     default_message = "Environment variables must be NAME=value strings with a valid name."
 
 
+class GpuTooSmall(InstanceError):
+    """The template needs more GPU memory than a GPU of the chosen type has."""
+
+    code = "instances:gpu-too-small"
+    default_message = "That GPU type has too little memory for this template."
+
+
 class NoCapacity(InstanceError):
     code = "instances:no-gpu-available"
     status = HTTPStatus.CONFLICT

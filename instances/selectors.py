@@ -8,7 +8,7 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.db import connection
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, Min, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from instances.errors import NotFound
@@ -159,6 +159,20 @@ def availability() -> list[dict[str, Any]]:
         }
         for t in types.order_by("rate_per_hour", "sku")
     ]
+
+
+def gpu_type_memory_mb(*, gpu_types: QuerySet[GpuType] | None = None) -> dict[str, int]:
+    """GPU memory in MiB per GPU type (by SKU); 0 where it is unknown.
+
+    The type's own `memory_mb` when an operator entered it; when that is 0, the smallest
+    memory the type's GPUs report (the scheduler may pick any of them); 0 when neither
+    is known. One query for all the types.
+    """
+    gpu_types = GpuType.objects.all() if gpu_types is None else gpu_types
+    rows = gpu_types.annotate(reported=Min("gpus__memory_mb", filter=Q(gpus__memory_mb__gt=0))).values_list(
+        "sku", "memory_mb", "reported"
+    )
+    return {sku: declared or reported or 0 for sku, declared, reported in rows}
 
 
 def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:

@@ -58,10 +58,24 @@ def dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "instances/dashboard.html", context)
 
 
+def _gpu_choices(templates: list[Template], chosen_slug: str) -> list[dict[str, Any]]:
+    """Availability per GPU type with its memory, marked where the chosen template (or
+    the first) needs more; the launch service refuses those (GpuTooSmall)."""
+    chosen = next((t for t in templates if t.slug == chosen_slug), templates[0] if templates else None)
+    needed = chosen.min_gpu_memory_mb if chosen else 0
+    memory = selectors.gpu_type_memory_mb()
+    rows = []
+    for row in selectors.availability():
+        has = memory.get(row["sku"], 0)
+        rows.append(row | {"memory_mb": has, "too_small": bool(has and has < needed), "chosen": chosen})
+    return rows
+
+
 def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any]:
+    templates = list(Template.objects.filter(enabled=True))
     return {
-        "gpu_types": selectors.availability(),
-        "templates": Template.objects.filter(enabled=True),
+        "gpu_types": _gpu_choices(templates, form.get("template", "")),
+        "templates": templates,
         "ssh_keys": sshkeys.sshkey_list(user=request.user),
         "access_choices": Template.AccessMethod.choices,
         "storage_min": settings.GPUCLOUD_STORAGE_GB_MIN,
@@ -73,7 +87,12 @@ def _launch_context(request: HttpRequest, form: dict[str, Any]) -> dict[str, Any
 
 @login_required
 def launch(request: HttpRequest) -> HttpResponse:
-    form: dict[str, Any] = {"storage": 50, "access": ["ssh"], "ssh_password_auth": True}
+    form: dict[str, Any] = {
+        "storage": 50,
+        "access": ["ssh"],
+        "ssh_password_auth": True,
+        "template": request.GET.get("template", ""),
+    }
     if request.method == "POST":
         post = request.POST
         form = {
@@ -156,7 +175,7 @@ _ACTIONS = {
         services.instance_start,
         "Starting {id}: a free GPU of the same type is assigned (it may be another one).",
     ),
-    "restart": (services.instance_restart, "Restarting {id}."),
+    "restart": (services.instance_restart, "Restarting {id}: it keeps its GPU and ports."),
     "destroy": (services.instance_destroy, "Destroying {id}."),
 }
 

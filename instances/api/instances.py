@@ -48,7 +48,10 @@ NOTE_STOPPED = (
     "Data in the workspace is kept. Starting again allocates a free GPU of the same type, "
     "which may be a different device."
 )
-NOTE_RESTART = "A restart stops and starts the container; it may land on another free GPU of the same type."
+NOTE_RESTART = (
+    "A restart keeps its GPU and ports: only the container is made again. A start after a stop "
+    "allocates a free GPU of the same type, which may be a different device."
+)
 
 
 def money(value: Decimal) -> str:

@@ -11,8 +11,10 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.module_loading import import_string
 
+from instances import selectors
 from instances.access.crypto import encrypt
 from instances.errors import (
+    GpuTooSmall,
     InvalidAccess,
     InvalidEnv,
     InvalidSSHKey,
@@ -81,6 +83,29 @@ def _check_keys(keys: list[str] | None) -> list[str]:
     return cleaned
 
 
+def gpu_memory_check(*, template: Template, gpu_type: GpuType) -> None:
+    """Raise GpuTooSmall when the template needs more GPU memory than the type has.
+
+    The type's memory is selectors.gpu_type_memory_mb's: the type's own, else its
+    GPUs'. When neither is known the check lets the launch through: refusing would make
+    every template with a minimum unlaunchable on a type nobody has described yet.
+    """
+    needed = template.min_gpu_memory_mb
+    if not needed:
+        return
+    has = selectors.gpu_type_memory_mb(gpu_types=GpuType.objects.filter(pk=gpu_type.pk)).get(gpu_type.sku, 0)
+    if has and has < needed:
+        raise GpuTooSmall(
+            f"{template.name} needs {needed} MiB of GPU memory; the {gpu_type.display_name} has {has} MiB.",
+            detail={
+                "template": template.slug,
+                "gpu": gpu_type.sku,
+                "required_memory_mb": needed,
+                "gpu_memory_mb": has,
+            },
+        )
+
+
 def admit(*, user: Any, gpu_type: GpuType, template: Template) -> None:
     # Billing provides one (enough balance); its exception carries its own code/status.
     for path in settings.GPUCLOUD_ADMISSION_CHECKS:
@@ -115,12 +140,14 @@ def instance_launch(
     enqueue its provisioning on the host's queue.
 
     Raises UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
-    InvalidSSHKey, an admission check's error, or NoCapacity (detail: availability);
+    InvalidSSHKey, GpuTooSmall, an admission check's error, or NoCapacity (detail:
+    availability);
     QueueUnavailable when the broker refuses the task after the commit (the instance is
     then `failed`, holding nothing).
     """
     template = _template(template)
     gpu_type = _gpu_type(gpu_type)
+    gpu_memory_check(template=template, gpu_type=gpu_type)
     _check_storage(storage_gb)
     access = _check_access(list(access or []), template)
     env = _check_env(env)

@@ -14,9 +14,10 @@ from instances.errors import InvalidTransition
 from instances.models import Instance, PortBinding
 from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
-from instances.services.launch import admit, scheduled_data
+from instances.services.launch import admit, gpu_memory_check, scheduled_data
 from instances.services.provision import instance_destroy_execute
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
+from templates_app.models import Template
 
 
 def _locked(instance: Instance) -> Instance:
@@ -52,10 +53,14 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     """Start a stopped (or failed) instance on a GPU of its type on its host (which
     keeps its workspace); it may be another GPU than before.
 
-    Raises InvalidTransition, an admission check's error, or NoCapacity.
+    Raises InvalidTransition, GpuTooSmall (the template's minimum GPU memory was raised
+    since the launch), an admission check's error, or NoCapacity.
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
+    # Read the template again: an operator may have raised its minimum since this
+    # instance (or the object in hand) was loaded.
+    gpu_memory_check(template=Template.objects.get(pk=instance.template_id), gpu_type=instance.gpu_type)
     admit(user=instance.owner, gpu_type=instance.gpu_type, template=instance.template)
     ports = published_ports(template=instance.template, access=list(instance.access or []))
     for _ in range(ALLOCATION_ATTEMPTS):

@@ -106,6 +106,19 @@ def test_bad_launches_are_400_with_a_stable_code(alice_api, ready, change, code)
     assert not Instance.objects.exists()
 
 
+def test_a_gpu_type_too_small_for_the_template_is_400_naming_both_amounts(alice_api, ready, template):
+    template.min_gpu_memory_mb = 49152
+    template.save()
+    response = alice_api.post("/api/gpu/instances", LAUNCH, format="json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    error = response.json()["error"]
+    assert error["code"] == "instances:gpu-too-small"
+    assert "49152 MiB" in error["message"]
+    assert "32607 MiB" in error["message"]
+    assert (error["detail"]["required_memory_mb"], error["detail"]["gpu_memory_mb"]) == (49152, 32607)
+    assert not Instance.objects.exists()
+
+
 def test_no_capacity_is_409_with_the_current_availability(alice_api, alice, ready):
     launch(alice)
     response = alice_api.post("/api/gpu/instances", LAUNCH, format="json")
@@ -152,7 +165,8 @@ def test_stop_start_restart_and_destroy_move_the_row(alice_api, alice, ready):
     response = alice_api.post(f"{path}/restart")
     assert response.status_code == HTTPStatus.ACCEPTED
     assert response.json()["status"] == "starting"
-    assert "another free GPU" in response.json()["note"]
+    # A restart stays on its GPU and ports; only a start after a stop may move.
+    assert "A restart keeps its GPU and ports" in response.json()["note"]
 
     mark(instance, "running")
     response = alice_api.post(f"{path}/stop")

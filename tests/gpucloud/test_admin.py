@@ -4,10 +4,15 @@ from http import HTTPStatus
 
 import pytest
 from django.contrib import admin
+from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.auth.models import Permission
+from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from instances.models import Instance, InstanceEvent, PortBinding
-from tests.factories import GpuFactory, InstanceFactory
+from instances.services import instance_launch
+from tests.factories import GpuFactory, InstanceFactory, TemplateFactory, UserFactory
+from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db
 
@@ -70,3 +75,166 @@ def test_the_gpu_overview_runs_a_constant_number_of_queries(client, olga, this_h
     client.force_login(olga)
     with django_assert_max_num_queries(12):
         assert client.get(reverse("admin:instances_gpu_changelist")).status_code == HTTPStatus.OK
+
+
+# -- the operator's lifecycle controls (instances.admin_lifecycle) -------------------------
+CHANGELIST = "admin:instances_instance_changelist"
+
+
+def running(owner, host, index: int) -> Instance:
+    gpu = host.gpus.get(index=index)
+    return InstanceFactory(owner=owner, gpu=gpu, host=host, gpu_type=gpu.gpu_type, status=Instance.Status.RUNNING)
+
+
+def act(client, action: str, *instances: Instance, **extra):
+    """Post a changelist action as the admin's form does, following to the page shown."""
+    data = {"action": action, ACTION_CHECKBOX_NAME: [i.pk for i in instances], "index": 0, **extra}
+    return client.post(reverse(CHANGELIST), data, follow=True)
+
+
+def operator_events(instance: Instance, kind: str) -> list[InstanceEvent]:
+    return list(instance.events.filter(kind=kind, source=InstanceEvent.Source.OPERATOR))
+
+
+def page_messages(response) -> list[str]:
+    return [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def test_an_operator_stops_and_starts_several_instances_from_the_changelist(client, olga, alice, bob, this_host):
+    mine, theirs = running(alice, this_host, 0), running(bob, this_host, 1)
+    client.force_login(olga)
+
+    response = act(client, "stop_instances", mine, theirs)
+    assert response.status_code == HTTPStatus.OK
+    for instance in (mine, theirs):
+        instance.refresh_from_db()
+        assert instance.status == Instance.Status.STOPPING
+        (event,) = operator_events(instance, InstanceEvent.Kind.STOP_REQUESTED)
+        assert (event.actor, event.message) == (olga, "stopped by an operator in the admin")
+    assert any(mine.public_id in m and theirs.public_id in m for m in page_messages(response))
+
+    # As the worker would have finished the stop: the GPU released.
+    Instance.objects.filter(pk__in=[mine.pk, theirs.pk]).update(status=Instance.Status.STOPPED, gpu=None)
+    act(client, "start_instances", mine, theirs)
+    for instance in (mine, theirs):
+        instance.refresh_from_db()
+        assert instance.status == Instance.Status.STARTING
+        assert instance.gpu is not None
+        (event,) = operator_events(instance, InstanceEvent.Kind.START_REQUESTED)
+        assert event.actor == olga
+
+
+def test_a_refused_instance_is_reported_and_the_others_still_go(client, olga, alice, this_host):
+    going = running(alice, this_host, 0)
+    stopped = InstanceFactory(owner=alice, host=this_host, status=Instance.Status.STOPPED)
+    client.force_login(olga)
+
+    response = act(client, "restart_instances", going, stopped)
+
+    assert response.status_code == HTTPStatus.OK
+    going.refresh_from_db()
+    stopped.refresh_from_db()
+    assert going.status == Instance.Status.STARTING
+    assert going.gpu == this_host.gpus.get(index=0)  # a restart keeps its GPU
+    assert operator_events(going, InstanceEvent.Kind.RESTART_REQUESTED)[0].actor == olga
+    assert stopped.status == Instance.Status.STOPPED
+    assert not stopped.events.exists()
+    shown = page_messages(response)
+    assert f"{stopped.public_id}: Cannot restart an instance that is stopped." in shown
+    assert any(going.public_id in m and "Restarting 1" in m for m in shown)
+
+
+def test_destroy_from_the_changelist_asks_first(client, olga, alice, this_host):
+    instance = running(alice, this_host, 0)
+    client.force_login(olga)
+
+    asked = act(client, "destroy_instances", instance)
+    assert asked.status_code == HTTPStatus.OK
+    assert "Are you sure you want to destroy" in asked.content.decode()
+    assert instance.public_id in asked.content.decode()
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.RUNNING
+
+    act(client, "destroy_instances", instance, confirmed="yes", reason="abuse report #12")
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.TERMINATING
+    (event,) = operator_events(instance, InstanceEvent.Kind.DESTROY_REQUESTED)
+    assert (event.actor, event.message) == (olga, "abuse report #12")
+
+
+def test_the_instance_page_has_buttons_that_act_as_the_operator(client, olga, alice, this_host):
+    instance = running(alice, this_host, 0)
+    client.force_login(olga)
+    change = reverse("admin:instances_instance_change", args=[instance.pk])
+    url = lambda op: reverse("admin:instances_instance_lifecycle", args=[instance.pk, op])  # noqa: E731
+
+    page = client.get(change).content.decode()
+    for op in ("restart", "stop", "destroy"):
+        assert url(op) in page
+    assert url("start") not in page
+
+    response = client.post(url("stop"))
+    assert (response.status_code, response["Location"]) == (HTTPStatus.FOUND, change)
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.STOPPING
+    assert operator_events(instance, InstanceEvent.Kind.STOP_REQUESTED)[0].actor == olga
+
+    refused = client.post(url("restart"), follow=True)
+    assert refused.status_code == HTTPStatus.OK
+    assert f"{instance.public_id}: Cannot restart an instance that is stopping." in page_messages(refused)
+
+    assert "Are you sure you want to destroy" in client.get(url("destroy")).content.decode()
+    assert client.get(url("stop")).status_code == HTTPStatus.METHOD_NOT_ALLOWED
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.STOPPING
+    client.post(url("destroy"), {"confirmed": "yes"})
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.TERMINATING
+    assert operator_events(instance, InstanceEvent.Kind.DESTROY_REQUESTED)[0].actor == olga
+
+
+def test_only_users_allowed_to_change_instances_may_act(client, alice, this_host):
+    instance = running(alice, this_host, 0)
+    viewer = UserFactory(username="vera", is_staff=True)
+    viewer.user_permissions.add(Permission.objects.get(codename="view_instance"))
+    client.force_login(viewer)
+
+    page = client.get(reverse("admin:instances_instance_change", args=[instance.pk])).content.decode()
+    assert "/lifecycle/" not in page
+    assert "stop_instances" not in client.get(reverse(CHANGELIST)).content.decode()
+    act(client, "stop_instances", instance)
+    lifecycle = reverse("admin:instances_instance_lifecycle", args=[instance.pk, "stop"])
+    assert client.post(lifecycle).status_code == HTTPStatus.FORBIDDEN
+    assert client.post(lifecycle.replace("stop", "destroy"), {"confirmed": "yes"}).status_code == HTTPStatus.FORBIDDEN
+
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.RUNNING
+    assert not instance.events.exists()
+
+
+def settled(instance: Instance, *statuses: str) -> Instance:
+    """The row once the worker has moved it to one of `statuses`."""
+    return wait_until(
+        lambda: Instance.objects.filter(pk=instance.pk, status__in=statuses).first(),
+        timeout=90,
+        what=f"{instance.public_id} to be {'/'.join(statuses)}",
+    )
+
+
+@pytest.mark.docker
+@pytest.mark.celery
+def test_an_operators_stop_from_the_admin_is_carried_out_by_the_worker(celery_worker, client, olga, alice, this_host):
+    instance = instance_launch(
+        user=alice, template=TemplateFactory(), gpu_type="rtx-5090", storage_gb=20, access=["ssh"]
+    )
+    instance = settled(instance, "running", "failed")
+    assert instance.status == "running", instance.last_error
+    client.force_login(olga)
+
+    act(client, "stop_instances", instance)
+
+    instance = settled(instance, "stopped")
+    assert instance.gpu is None
+    (event,) = operator_events(instance, InstanceEvent.Kind.STOP_REQUESTED)
+    assert event.actor == olga
+    assert instance.events.filter(kind=InstanceEvent.Kind.ENDED).exists()

@@ -10,6 +10,7 @@ from django.conf import settings
 
 from instances import selectors
 from instances.access.crypto import decrypt
+from instances.api.instances import NOTE_RESTART
 from instances.host.workspaces import workspace_path
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import (
@@ -178,14 +179,26 @@ def test_the_same_launch_task_delivered_twice_makes_one_container(celery_worker,
     assert "uid=0(root)" in ssh_run(instance, "id", password=root_password(instance))
 
 
+def ports_of(instance: Instance) -> dict[str, int]:
+    return dict(instance.ports.values_list("name", "host_port"))
+
+
 def test_restart_ends_one_segment_and_begins_another_on_the_same_gpu(celery_worker, alice, this_host):
-    instance = wait_for_status(launch(alice, TemplateFactory()), "running", "failed")
-    gpu, first_container = instance.gpu, instance.container_id
+    instance = wait_for_status(launch(alice, TemplateFactory(), access=["ssh", "jupyter"]), "running", "failed")
+    gpu, first_container, ports = instance.gpu, instance.container_id, ports_of(instance)
 
     instance_restart(instance=instance)
     instance = wait_for_status(instance, "running", "failed")
     assert instance.status == "running", instance.last_error
-    assert instance.gpu == gpu
+    # What the API, the pages and the README promise: a restart keeps its GPU and ports.
+    assert instance.gpu.uuid == gpu.uuid
+    assert ports_of(instance) == ports
+    # ... and so does the new container as Docker sees it (a simulated GPU is its index).
+    seen = inspect(instance.container_id)
+    assert f"NVIDIA_VISIBLE_DEVICES={gpu.index}" in seen["Config"]["Env"]
+    published = {int(b[0]["HostPort"]) for b in seen["HostConfig"]["PortBindings"].values()}
+    assert published == set(ports.values())
+    assert "A restart keeps its GPU and ports" in NOTE_RESTART
     assert instance.container_id != first_container
     assert labelled_containers(instance=instance.public_id) == [instance.container_id]
     assert [k for k in kinds(instance) if k in (Kind.STARTED, Kind.ENDED)] == [Kind.STARTED, Kind.ENDED, Kind.STARTED]

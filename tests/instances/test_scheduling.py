@@ -11,8 +11,9 @@ from django.db import connection
 
 from instances import errors, selectors
 from instances.access.crypto import decrypt
-from instances.models import Host, Instance, InstanceEvent, PortBinding
+from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding
 from instances.services import instance_launch, instance_start, instance_stop
+from templates_app.models import Template
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory, UserFactory
 
@@ -121,6 +122,66 @@ def test_admission_checks_run_and_their_error_propagates(alice, this_host, sshd_
 
 def refuse_everyone(*, user, gpu_type, template) -> None:
     raise errors.AdmissionRefused(detail={"user": user.username, "gpu": gpu_type.sku, "template": template.slug})
+
+
+@pytest.mark.django_db
+def test_a_template_needing_more_gpu_memory_than_the_type_has_is_refused_before_anything_is_held(
+    alice, this_host, sshd_template
+):
+    Template.objects.filter(pk=sshd_template.pk).update(min_gpu_memory_mb=40960)  # the types have 32607 MiB
+    with pytest.raises(errors.GpuTooSmall) as caught:
+        launch(alice, sshd_template)
+
+    assert (caught.value.code, caught.value.status) == ("instances:gpu-too-small", HTTPStatus.BAD_REQUEST)
+    assert "40960 MiB" in caught.value.message
+    assert "32607 MiB" in caught.value.message
+    assert caught.value.detail == {
+        "template": "test-sshd",
+        "gpu": "rtx-5090",
+        "required_memory_mb": 40960,
+        "gpu_memory_mb": 32607,
+    }
+    assert not Instance.objects.exists()
+    assert not PortBinding.objects.exists()
+    # A type with enough memory takes it.
+    GpuType.objects.filter(sku="rtx-pro-6000").update(memory_mb=97887)
+    assert launch(alice, sshd_template, gpu_type="rtx-pro-6000").status == Instance.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_an_unknown_type_memory_falls_back_to_its_gpus_and_else_lets_the_launch_through(
+    alice, bob, this_host, sshd_template
+):
+    GpuType.objects.update(memory_mb=0)
+    Template.objects.filter(pk=sshd_template.pk).update(min_gpu_memory_mb=40960)
+    # The type's memory is unknown: its GPUs' (the simulated RTX 5090 reports 32607 MiB) decides.
+    with pytest.raises(errors.GpuTooSmall) as caught:
+        launch(alice, sshd_template)
+    assert caught.value.detail["gpu_memory_mb"] == 32607
+
+    # Nobody knows the memory: nothing to judge by, so the launch goes through.
+    Gpu.objects.update(memory_mb=0)
+    assert launch(bob, sshd_template).status == Instance.Status.PENDING
+
+
+@pytest.mark.django_db
+def test_a_stopped_instance_whose_template_grew_too_big_is_refused_on_start(alice, this_host, sshd_template):
+    instance = launch(alice, sshd_template)
+    Instance.objects.filter(pk=instance.pk).update(status=Instance.Status.STOPPED, gpu=None)
+    PortBinding.objects.filter(instance=instance).delete()
+    events = instance.events.count()
+    instance.refresh_from_db()
+    # The operator raised the template's minimum while the instance was stopped.
+    Template.objects.filter(pk=sshd_template.pk).update(min_gpu_memory_mb=65536)
+
+    with pytest.raises(errors.GpuTooSmall) as caught:
+        instance_start(instance=instance)
+
+    assert "65536 MiB" in caught.value.message
+    instance.refresh_from_db()
+    assert (instance.status, instance.gpu) == (Instance.Status.STOPPED, None)
+    assert not PortBinding.objects.filter(instance=instance).exists()
+    assert instance.events.count() == events
 
 
 @pytest.mark.django_db

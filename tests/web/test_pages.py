@@ -5,7 +5,7 @@ from http import HTTPStatus
 import pytest
 from django.urls import reverse
 
-from instances.models import Instance, PortBinding
+from instances.models import GpuType, Instance, PortBinding
 from tests.factories import InstanceFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
@@ -86,14 +86,23 @@ def test_a_logged_out_visitor_is_sent_to_the_login_page(client, alices_instance)
         assert response["Location"].startswith(reverse("account_login")), url
 
 
-def test_a_launch_error_is_shown_in_words_and_creates_nothing(client, alice, this_host):
+@pytest.mark.parametrize(
+    ("min_gpu_memory_mb", "gpu", "code", "words"),
+    [
+        (0, "no-such-gpu", "instances:unknown-gpu-type", "No such GPU type."),
+        (65536, "rtx-5090", "instances:gpu-too-small", "needs 65536 MiB of GPU memory; the RTX 5090 has 32607 MiB"),
+    ],
+)
+def test_a_launch_error_is_shown_in_words_and_creates_nothing(
+    client, alice, this_host, min_gpu_memory_mb, gpu, code, words
+):
     client.force_login(alice)
-    template = TemplateFactory()
-    form = {"template": template.slug, "gpu": "no-such-gpu", "storage": "50", "access": ["ssh"]}
+    template = TemplateFactory(min_gpu_memory_mb=min_gpu_memory_mb)
+    form = {"template": template.slug, "gpu": gpu, "storage": "50", "access": ["ssh"]}
     response = client.post(reverse("web:launch"), form)
     assert response.status_code == HTTPStatus.BAD_REQUEST
-    assert b'data-code="instances:unknown-gpu-type"' in response.content
-    assert b"No such GPU type." in response.content
+    assert f'data-code="{code}"'.encode() in response.content
+    assert words.encode() in response.content
     assert not Instance.objects.filter(owner=alice).exists()
 
 
@@ -124,3 +133,26 @@ def test_ssh_keys_and_tokens_can_be_added_and_revoked_from_the_pages(client, ali
     assert client.post(reverse("web:token-revoke", args=[token.id])).status_code == HTTPStatus.FOUND
     token.refresh_from_db()
     assert token.revoked_at is not None
+
+
+def test_restart_and_start_say_which_keeps_the_gpu(client, alice, alices_instance):
+    """One truth with the service: a restart keeps its GPU and ports, a start may not."""
+    client.force_login(alice)
+    pid = alices_instance.public_id
+    page = client.post(reverse("web:instance-action", args=[pid, "restart"]), follow=True).content.decode()
+    assert "keeps its GPU and ports" in page
+    Instance.objects.filter(pk=alices_instance.pk).update(status=Instance.Status.STOPPED, gpu=None)
+    page = client.post(reverse("web:instance-action", args=[pid, "start"]), follow=True).content.decode()
+    assert "it may be another one" in page
+
+
+def test_the_launch_page_marks_gpu_types_too_small_for_the_chosen_template(client, alice, this_host):
+    client.force_login(alice)
+    TemplateFactory(slug="big-model", name="Big model", min_gpu_memory_mb=65536)
+    GpuType.objects.filter(sku="rtx-pro-6000").update(memory_mb=97887)
+    page = client.get(reverse("web:launch") + "?template=big-model").content.decode()
+    assert 'data-min-gpu-memory="65536"' in page
+    assert "needs 64 GB GPU memory" in page
+    assert 'data-memory="32607"' in page
+    assert page.count("too small for Big model") == 2  # both marks; only the RTX 5090's shows
+    assert page.count(" hidden>Too little memory") == 1

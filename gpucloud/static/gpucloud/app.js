@@ -39,6 +39,16 @@ function updateEstimate() {
     if (!ok) box.checked = false;
     box.closest("label").classList.toggle("muted", !ok);
   });
+  // GPU types with less memory than the template needs (0 = unknown: not judged,
+  // as the launch service does); the server refuses them with instances:gpu-too-small.
+  const needed = template ? parseInt(template.dataset.minGpuMemory || "0", 10) : 0;
+  form.querySelectorAll("input[name=gpu]").forEach((radio) => {
+    const memory = parseInt(radio.dataset.memory || "0", 10);
+    const mark = radio.closest(".choice")?.querySelector(".too-small");
+    if (!mark) return;
+    mark.hidden = !(memory && memory < needed);
+    mark.textContent = `Too little memory: too small for ${template?.dataset.name || "this template"}`;
+  });
 }
 document.addEventListener("change", updateEstimate);
 document.addEventListener("input", updateEstimate);
