@@ -251,7 +251,14 @@ if CELERY_BROKER_URL.startswith("filesystem"):
 else:
     # Must exceed the longest task and any countdown, or a slow task is redelivered.
     CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": 3600}
-CELERY_RESULT_BACKEND = None
+# Results: only the tasks the web process waits on keep one (instances.tasks.
+# instance_logs_tail); every other task ignores its result. Redis with REDIS_URL, else
+# files in VAR_DIR (the quick start: web and worker share the machine).
+_results_dir = (VAR_DIR / "results").resolve()
+CELERY_RESULT_BACKEND = env("CELERY_RESULT_BACKEND", REDIS_URL or _results_dir.as_uri())
+if CELERY_RESULT_BACKEND.startswith("file://"):
+    _results_dir.mkdir(parents=True, exist_ok=True)
+CELERY_RESULT_EXPIRES = 3600
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_SERIALIZER = "json"
@@ -267,7 +274,8 @@ CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 
-# Cache: Redis when configured (locks shared by every worker), local memory otherwise.
+# Cache: Redis when configured, local memory otherwise (locks are instances.services.locks:
+# Redis or the database, never this cache).
 if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
 else:
@@ -318,6 +326,8 @@ GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+# How long the web process waits for a host's worker to send an instance's logs.
+GPUCLOUD_LOGS_WAIT_SECONDS = env_int("GPUCLOUD_LOGS_WAIT_SECONDS", 10)
 
 # "nvml": real GPUs only; "simulated": the declared inventory; "auto": NVML where a
 # driver answers, else the simulated inventory.

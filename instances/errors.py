@@ -108,7 +108,14 @@ class AdmissionRefused(InstanceError):
     status = HTTPStatus.PAYMENT_REQUIRED
 
 
-class InstanceBusy(InfrastructureError):
+class LockBusy(InfrastructureError):
+    """Another process holds a named lock (instances.services.locks): retried later."""
+
+    code = "instances:busy"
+    default_message = "Another operation is in progress; try again shortly."
+
+
+class InstanceBusy(LockBusy):
     """Another task holds this instance's lock: the caller retries later."""
 
     code = "instances:busy"

@@ -292,3 +292,16 @@ class ApiToken(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} ({self.prefix}…)"
+
+
+class Lock(models.Model):
+    """A named lock held in the database (instances.services.locks), for settings
+    without Redis: web, worker and beat of the quick start share it. Claimed by INSERT
+    or by a conditional UPDATE of an expired row, released by DELETE of its token."""
+
+    name = models.CharField(max_length=200, unique=True)
+    token = models.CharField(max_length=64)
+    expires_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return self.name

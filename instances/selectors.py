@@ -1,4 +1,5 @@
-"""Reads of the instances app: querysets scoped to their owner, availability, logs."""
+"""Reads of the instances app: querysets scoped to their owner, availability. (Logs are
+read on the host: instances.services.logs.)"""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ from django.db.models import Count, Min, Q, QuerySet
 from django.utils.dateparse import parse_datetime
 
 from instances.errors import NotFound
-from instances.host.runtime import DockerRuntime, get_runtime
 from instances.models import GpuType, Host, Instance, InstanceEvent, PortBinding
 from templates_app.models import Template
 
@@ -177,11 +177,3 @@ def gpu_type_memory_mb(*, gpu_types: QuerySet[GpuType] | None = None) -> dict[st
 
 def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:
     return instance.events.select_related("actor").order_by("at", "id")
-
-
-def instance_logs(*, instance: Instance, lines: int = 100, runtime: DockerRuntime | None = None) -> str:
-    """The last `lines` lines of the container's output; "" when it has no container."""
-    if instance.host is None or instance.status not in ("provisioning", "running", "stopping", "starting"):
-        return ""
-    runtime = runtime or get_runtime(base_url=instance.host.docker_url)
-    return runtime.logs(instance.container_name, lines=max(1, min(int(lines), 10_000)))

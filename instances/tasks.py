@@ -20,7 +20,9 @@ from django.conf import settings
 from instances import services
 from instances.errors import InfrastructureError
 from instances.host.preflight import host_preflight
+from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
+from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +82,21 @@ def reconcile_host(self: Any, *, host_id: int) -> dict[str, Any]:
     except InfrastructureError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"skipped": report.skipped, "ended": report.instances_ended, "removed": report.containers_removed}
+
+
+@shared_task(ignore_result=False, acks_late=False)
+def instance_logs_tail(*, instance_id: int, lines: int) -> dict[str, str]:
+    """The tail of the container's output, read on its host for the web process, which
+    waits for this result (instances.services.logs); bounded in lines and bytes. Not
+    acks_late: a request whose worker died is not worth running again."""
+    instance = Instance.objects.select_related("host").filter(pk=instance_id).first()
+    if instance is None or instance.host is None:
+        return {"logs": ""}
+    try:
+        text = runtime_for(host=instance.host).logs(instance.container_name, lines=logs_lines(lines))
+    except InfrastructureError as exc:
+        return {"error": exc.code}
+    return {"logs": logs_bound(text)}
 
 
 @shared_task(acks_late=True)

@@ -151,7 +151,7 @@ def instance_detail(request: HttpRequest, public_id: str) -> HttpResponse:
 def instance_logs(request: HttpRequest, public_id: str) -> HttpResponse:
     instance = _get(request, public_id)
     try:
-        logs = selectors.instance_logs(instance=instance, lines=100)
+        logs = services.instance_logs(instance=instance, lines=100)
     except InstanceError as exc:
         logs = f"(logs unavailable: {exc.message})"
     return render(request, "instances/_logs.html", {"logs": logs, "instance": instance})

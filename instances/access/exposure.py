@@ -22,15 +22,18 @@ import logging
 from typing import Any
 
 from django.conf import settings
-from django.db import transaction
 
 from instances.access.addresses import CLOUDFLARE, exposed_bindings, exposure_mode, instance_label, service_hostname
-from instances.errors import ExposureFailed
+from instances.errors import ExposureFailed, LockBusy
 from instances.models import Host, Instance, PortBinding
+from instances.services.locks import lock_hold
 
 logger = logging.getLogger(__name__)
 
 CATCH_ALL = {"service": "http_status:404"}
+# How long a publish waits for another's read-modify-write of the same tunnel: a few
+# API round trips (the SDK retries twice), well under a task's time limit.
+TUNNEL_LOCK_WAIT_SECONDS = 60
 
 
 def _client() -> Any:
@@ -129,13 +132,13 @@ def _sync(*, instance: Instance, publish: bool) -> None:
     wanted = _wanted_rules(instance=instance, host=host) if publish else []
     try:
         # The tunnel's configuration is one document shared by every instance on the
-        # host: read-modify-write under the host's row lock, or two launches at once
-        # would each drop the other's rules.
-        with transaction.atomic():
-            Host.objects.select_for_update().filter(pk=host.pk).first()
+        # host (and on hosts sharing its tunnel): read-modify-write under a lock named
+        # for the tunnel, or two launches at once would each drop the other's rules. A
+        # named lock, not the Host row's: the API calls run outside any transaction.
+        with lock_hold(name=f"cloudflare-tunnel:{_tunnel_id(host)}", wait_seconds=TUNNEL_LOCK_WAIT_SECONDS):
             _update_ingress(client=client, host=host, instance=instance, wanted=wanted)
         _sync_dns(client=client, host=host, instance=instance, hostnames={rule["hostname"] for rule in wanted})
-    except cloudflare.APIError as exc:
+    except (cloudflare.APIError, LockBusy) as exc:
         logger.warning("cloudflare %s of %s failed: %s", "publish" if publish else "withdraw", instance, type(exc))
         raise ExposureFailed(detail={"instance": instance.public_id, "reason": type(exc).__name__}) from exc
 
@@ -145,7 +148,8 @@ def exposure_publish(*, instance: Instance) -> None:
 
     No-op in "direct" mode. In "cloudflare" mode: sets this instance's ingress rules on
     its host's tunnel and the matching DNS records (idempotent). Call once its ports
-    are bound. Raises ExposureFailed when the Cloudflare API refuses or is unreachable.
+    are bound. Raises ExposureFailed when the Cloudflare API refuses or is unreachable,
+    or another publish holds the host's tunnel for over TUNNEL_LOCK_WAIT_SECONDS.
     """
     if exposure_mode() != CLOUDFLARE:
         return

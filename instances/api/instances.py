@@ -410,7 +410,7 @@ class InstanceLogsApi(APIView):
         query = LogsInput(data=request.query_params)
         query.is_valid(raise_exception=True)
         instance = _instance(request, id)
-        logs = selectors.instance_logs(instance=instance, lines=query.validated_data["lines"])
+        logs = services.instance_logs(instance=instance, lines=query.validated_data["lines"])
         return Response({"id": instance.public_id, "logs": logs})
 
 

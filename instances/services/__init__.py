@@ -4,13 +4,15 @@
 - transitions: stop, start, restart, destroy as customers, operators and billing ask;
 - provision: what the host's worker does with Docker (provision, start, stop, destroy);
 - reconcile: make a host's rows and containers agree; upkeep: GPU metrics, workspaces;
-- events: the timeline and running segments; locks; queue: tasks sent to a host.
+- events: the timeline and running segments; locks; queue: tasks sent to a host;
+- logs: a container's output, asked of its host's worker.
 """
 
 from __future__ import annotations
 
 from instances.services.events import event_add
 from instances.services.launch import instance_launch
+from instances.services.logs import instance_logs
 from instances.services.provision import (
     container_spec,
     instance_destroy_execute,
@@ -33,6 +35,7 @@ __all__ = [
     "instance_destroy_execute",
     "instance_give_up",
     "instance_launch",
+    "instance_logs",
     "instance_provision",
     "instance_restart",
     "instance_start",

@@ -3,12 +3,10 @@ Correct when a run is skipped or repeated."""
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.conf import settings
-from django.core.cache import cache
 from django.db import transaction
 from django.utils import timezone
 
@@ -26,7 +24,7 @@ from instances.services.events import (
     release,
     segment_close,
 )
-from instances.services.locks import instance_lock_held
+from instances.services.locks import instance_lock_held, lock_acquire, lock_release
 
 
 @dataclass
@@ -85,15 +83,14 @@ def host_reconcile(*, host: Host, runtime: DockerRuntime | None = None) -> Recon
     skipped). Raises InfrastructureError when Docker is unreachable.
     """
     report = ReconcileReport(host=host.name)
-    key, token = f"gpucloud:reconcile:{host.name}", secrets.token_hex(8)
-    if not cache.add(key, token, timeout=settings.CELERY_TASK_TIME_LIMIT + 60):
+    held = lock_acquire(name=f"reconcile:{host.name}")
+    if held is None:
         report.skipped = True
         return report
     try:
         _reconcile(host=host, runtime=runtime_for(host=host, runtime=runtime), report=report)
     finally:
-        if cache.get(key) == token:
-            cache.delete(key)
+        lock_release(held=held)
     if any((report.containers_removed, report.instances_ended, report.gpus_released, report.ports_released,
             report.tasks_resent)):  # fmt: skip
         logger.info("reconciled %s: %s", host.name, report)

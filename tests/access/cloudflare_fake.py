@@ -17,6 +17,7 @@ import json
 import re
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,6 +55,9 @@ class FakeCloudflare:
     tunnel_version: int = 1
     lock: threading.Lock = field(default_factory=threading.Lock)
     base_url: str = ""
+    # Called with (method, path) before each request is handled, on the server's
+    # thread: a test looks at the database from there, or holds a request back.
+    before: Callable[[str, str], None] | None = None
 
     @property
     def ingress(self) -> list[dict[str, Any]]:
@@ -64,6 +68,8 @@ class FakeCloudflare:
 
     # --- request handling -------------------------------------------------------
     def handle(self, method: str, path: str, query: dict[str, str], body: Any, auth: str) -> tuple[int, dict]:
+        if self.before is not None:
+            self.before(method, path)
         with self.lock:
             self.calls.append(Call(method, path, query, body))
             if auth != f"Bearer {self.token}":

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+import time
+
 import pytest
+from django.db import OperationalError, connections, transaction
 
 from instances.access.exposure import ExposureFailed, exposure_publish, exposure_withdraw
-from instances.models import Instance, PortBinding
+from instances.models import Host, Instance, PortBinding
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
 
 PORTS = [
@@ -138,3 +142,68 @@ def test_direct_mode_calls_no_api(fake_cloudflare, settings, alice, gpu_types, h
     exposure_withdraw(instance=inst)
 
     assert fake_cloudflare.calls == []
+
+
+def test_the_api_is_called_with_no_transaction_open_and_the_host_row_unlocked(
+    cloudflare_settings, alice, gpu_types, host, transactional_db
+):
+    cf = cloudflare_settings
+    inst = _instance(owner=alice, gpu_type=gpu_types["rtx-5090"], host=host, first_port=21500)
+    caller = connections["default"]  # this thread's connection, which calls the API
+    seen: list[tuple[str, bool, str]] = []
+
+    def look(method: str, path: str) -> None:
+        # On the fake's own thread, hence its own database connection.
+        try:
+            with transaction.atomic():
+                Host.objects.select_for_update(nowait=True).filter(pk=host.pk).first()
+            row = "unlocked"
+        except OperationalError as exc:
+            row = f"locked: {exc}"
+        finally:
+            connections.close_all()
+        seen.append((method, caller.in_atomic_block, row))
+
+    cf.before = look
+    exposure_publish(instance=inst)
+    exposure_withdraw(instance=inst)
+
+    assert seen
+    assert [s for s in seen if s[1] or s[2] != "unlocked"] == []
+
+
+def test_two_publishes_at_once_on_one_host_keep_both_instances_rules(
+    cloudflare_settings, alice, bob, gpu_types, host, transactional_db
+):
+    cf = cloudflare_settings
+    mine = _instance(owner=alice, gpu_type=gpu_types["rtx-5090"], host=host, first_port=21500)
+    theirs = _instance(owner=bob, gpu_type=gpu_types["rtx-5090"], host=host, first_port=21510)
+
+    def slow_read(method: str, path: str) -> None:
+        if method == "GET" and path.endswith("/configurations"):
+            time.sleep(0.3)  # both would read the same document, were they not serialised
+
+    cf.before = slow_read
+    barrier, failures = threading.Barrier(2), []
+
+    def publish(instance: Instance) -> None:
+        try:
+            barrier.wait()
+            exposure_publish(instance=instance)
+        except Exception as exc:  # reported below, with the rules
+            failures.append(exc)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=publish, args=(i,)) for i in (mine, theirs)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+
+    assert failures == []
+    hostnames = sorted(rule.get("hostname", "") for rule in cf.ingress)
+    assert hostnames == sorted(
+        ["", *(f"{_label(i)}-{s}.gpus.example.com" for i in (mine, theirs) for s in ("ssh", "jupyter"))]
+    )
+    assert len(cf.records) == 4

@@ -16,6 +16,7 @@ from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import (
     instance_destroy,
     instance_launch,
+    instance_logs,
     instance_restart,
     instance_start,
     instance_stop,
@@ -202,7 +203,7 @@ def test_restart_ends_one_segment_and_begins_another_on_the_same_gpu(celery_work
     assert instance.container_id != first_container
     assert labelled_containers(instance=instance.public_id) == [instance.container_id]
     assert [k for k in kinds(instance) if k in (Kind.STARTED, Kind.ENDED)] == [Kind.STARTED, Kind.ENDED, Kind.STARTED]
-    assert "Server listening on 0.0.0.0 port 22" in selectors.instance_logs(instance=instance, lines=50)
+    assert "Server listening on 0.0.0.0 port 22" in instance_logs(instance=instance, lines=50)
 
 
 def test_billing_stops_an_instance_with_its_reason(celery_worker, alice, this_host):

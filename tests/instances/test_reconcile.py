@@ -7,7 +7,6 @@ from datetime import timedelta
 
 import pytest
 from django.conf import settings
-from django.core.cache import cache
 from django.utils import timezone
 
 from instances import selectors
@@ -15,6 +14,7 @@ from instances.access.crypto import encrypt
 from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import gpu_metrics_refresh, host_reconcile, instance_launch
+from instances.services.locks import lock_acquire, lock_release
 from instances.tasks import gpu_metrics_all_hosts, reconcile_all_hosts
 from tests.containers import docker, inspect, labelled_containers, wait_for_status
 from tests.factories import TEST_IMAGE, InstanceFactory, TemplateFactory
@@ -111,12 +111,11 @@ def test_a_held_gpu_and_ports_with_no_live_container_are_released(running, this_
 
 
 def test_two_reconciler_runs_never_overlap(celery_worker, this_host):
-    key = f"gpucloud:reconcile:{this_host.name}"
-    cache.set(key, "another-run", timeout=60)
+    another_run = lock_acquire(name=f"reconcile:{this_host.name}")
     try:
         assert host_reconcile(host=this_host).skipped
     finally:
-        cache.delete(key)
+        lock_release(held=another_run)
     assert not host_reconcile(host=this_host).skipped
 
 

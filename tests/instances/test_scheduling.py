@@ -12,7 +12,7 @@ from django.db import connection
 from instances import errors, selectors
 from instances.access.crypto import decrypt
 from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding
-from instances.services import instance_launch, instance_start, instance_stop
+from instances.services import instance_launch, instance_logs, instance_start, instance_stop
 from templates_app.models import Template
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory, UserFactory
@@ -194,7 +194,7 @@ def test_selectors_scope_instances_to_their_owner(alice, bob, this_host, sshd_te
         selectors.instance_get(user=bob, public_id=mine.public_id)
     with pytest.raises(errors.NotFound):
         selectors.instance_get(user=alice, public_id="inst_000000000000")
-    assert selectors.instance_logs(instance=mine) == ""  # no container yet
+    assert instance_logs(instance=mine) == ""  # no container yet
 
 
 @pytest.mark.django_db

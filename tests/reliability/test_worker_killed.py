@@ -4,7 +4,7 @@ With Redis and acks_late, the killed task's message comes back only after the br
 visibility timeout (an hour); the reconciler resends a task for a row stuck in an
 in-between status once the instance's lock has expired (CELERY_TASK_TIME_LIMIT + 60 s)
 and the row has not moved for 2 x GPUCLOUD_READY_TIMEOUT_SECONDS + 60 s. The test
-stands in for those two clocks (it deletes the expired lock's key and dates the row's
+stands in for those two clocks (it breaks the lock as its expiry would and dates the row's
 last change back) instead of waiting minutes, then runs the real reconciler once.
 """
 
@@ -13,14 +13,13 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.core.cache import cache
 from django.utils import timezone
 
 from billing.models import UsageRecord
 from billing.services import meter_run
 from instances import services
 from instances.models import Instance, InstanceEvent
-from instances.services.locks import _lock_key
+from instances.services.locks import instance_lock_held, instance_lock_name, lock_break
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
 from tests.processes import wait_until
@@ -47,11 +46,11 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     worker.kill()
     instance.refresh_from_db()
     assert instance.status == Instance.Status.PROVISIONING
-    assert cache.get(_lock_key(instance.pk)) is not None  # the dead task's lock is still held
+    assert instance_lock_held(instance_id=instance.pk)  # the dead task's lock is still held
 
     start_worker("restarted")
     # Stand-ins for the clocks (see the module docstring): the lock expired, the row is old.
-    cache.delete(_lock_key(instance.pk))
+    lock_break(name=instance_lock_name(instance_id=instance.pk))
     Instance.objects.filter(pk=instance.pk).update(updated_at=timezone.now() - timedelta(hours=1))
     report = services.host_reconcile(host=rel_host)
     assert report.tasks_resent == [instance.public_id]
