@@ -18,8 +18,8 @@ from instances.host.runtime import DockerRuntime
 from instances.models import Instance
 from instances.services import instance_launch
 from instances.services.logs import LOG_BYTES_MAX, LOG_LINES_MAX, logs_bound, logs_lines
+from tests.containers import wait_for_status
 from tests.factories import HostFactory, InstanceFactory, TemplateFactory
-from tests.instances.conftest import wait_for_status
 
 SSHD_SAYS = "Server listening on 0.0.0.0 port 22"
 
