@@ -49,7 +49,8 @@ from django.core.management import call_command  # noqa: E402
 
 from instances.host.inventory import host_sync  # noqa: E402
 from instances.models import Instance  # noqa: E402
-from instances.services import container_spec, instance_destroy, instance_launch  # noqa: E402
+from instances.services import instance_destroy, instance_launch  # noqa: E402
+from instances.services.provision import container_spec  # noqa: E402
 from templates_app.models import Template  # noqa: E402
 
 IMAGE = "gpucloud-test/sshd:latest"

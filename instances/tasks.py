@@ -17,11 +17,11 @@ from celery import shared_task
 from celery.signals import worker_ready
 from django.conf import settings
 
-from instances import services
 from instances.errors import InfrastructureError
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
+from instances.services import provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
@@ -44,41 +44,41 @@ def _run(task: Any, work: Callable[..., Instance], instance_id: int, *, give_up:
     except InfrastructureError as exc:
         if task.request.retries >= task.max_retries and give_up:
             logger.warning("instance %s: giving up after %s retries: %s", instance_id, task.max_retries, exc.code)
-            return services.instance_give_up(instance_id=instance_id, expected=give_up, reason=exc.message).status
+            return provision.instance_give_up(instance_id=instance_id, expected=give_up, reason=exc.message).status
         raise task.retry(exc=exc, countdown=_backoff(task.request.retries)) from exc
 
 
 @shared_task(**HOST_TASK)
 def instance_provision(self: Any, *, instance_id: int) -> str:
-    return _run(self, services.instance_provision, instance_id, give_up="provisioning")
+    return _run(self, provision.instance_provision, instance_id, give_up="provisioning")
 
 
 @shared_task(**HOST_TASK)
 def instance_start_task(self: Any, *, instance_id: int) -> str:
-    return _run(self, services.instance_start_execute, instance_id, give_up="starting")
+    return _run(self, provision.instance_start_execute, instance_id, give_up="starting")
 
 
 @shared_task(**HOST_TASK)
 def instance_stop_task(self: Any, *, instance_id: int) -> str:
-    return _run(self, services.instance_stop_execute, instance_id)
+    return _run(self, provision.instance_stop_execute, instance_id)
 
 
 @shared_task(**HOST_TASK)
 def instance_restart_task(self: Any, *, instance_id: int) -> str:
     # A restart is a start of a `starting` instance whose segment is still open.
-    return _run(self, services.instance_start_execute, instance_id, give_up="starting")
+    return _run(self, provision.instance_start_execute, instance_id, give_up="starting")
 
 
 @shared_task(**HOST_TASK)
 def instance_destroy_task(self: Any, *, instance_id: int) -> str:
-    return _run(self, services.instance_destroy_execute, instance_id)
+    return _run(self, provision.instance_destroy_execute, instance_id)
 
 
 @shared_task(bind=True, acks_late=True, max_retries=3)
 def reconcile_host(self: Any, *, host_id: int) -> dict[str, Any]:
     host = Host.objects.get(pk=host_id)
     try:
-        report = services.host_reconcile(host=host)
+        report = reconcile.host_reconcile(host=host)
     except InfrastructureError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"skipped": report.skipped, "ended": report.instances_ended, "removed": report.containers_removed}
@@ -101,12 +101,12 @@ def instance_logs_tail(*, instance_id: int, lines: int) -> dict[str, str]:
 
 @shared_task(acks_late=True)
 def gpu_metrics_host(*, host_id: int) -> int:
-    return services.gpu_metrics_refresh(host=Host.objects.get(pk=host_id))
+    return upkeep.gpu_metrics_refresh(host=Host.objects.get(pk=host_id))
 
 
 @shared_task(acks_late=True)
 def workspace_cleanup_host(*, host_id: int) -> list[str]:
-    return services.workspace_cleanup(host=Host.objects.get(pk=host_id))
+    return upkeep.workspace_cleanup(host=Host.objects.get(pk=host_id))
 
 
 def _fan_out(task: Any) -> int:

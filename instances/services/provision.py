@@ -37,12 +37,12 @@ from instances.services.events import (
     Status,
     event_add,
     logger,
-    release,
     segment_close,
     segment_is_open,
     segment_open,
 )
 from instances.services.locks import instance_lock
+from instances.services.settle import instance_settle
 
 STOP_TIMEOUT_SECONDS = 10
 
@@ -117,7 +117,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
-        return _finish(instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message)
+        return instance_settle(instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message)
     now = timezone.now()
     with transaction.atomic():
         locked = _locked(instance.pk)
@@ -128,36 +128,6 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         locked.save(update_fields=["status", "container_id", "last_error", "stop_reason", "started_at", "updated_at"])
     logger.info("instance %s running in %s", locked.public_id, state.id[:12])
     exposure_sync(instance=locked, publish=True)
-    return locked
-
-
-def _finish(
-    *,
-    instance_id: int,
-    expected: tuple[str, ...],
-    status: str,
-    reason: str = "",
-    finished_at: datetime | None = None,
-    source: str = Source.WORKER,
-) -> Instance:
-    """Move the row from `expected` to a resting status (stopped, failed, terminated):
-    close the running segment at `finished_at`, free the GPU and ports, record why."""
-    with transaction.atomic():
-        locked = _locked(instance_id)
-        if locked.status not in expected:
-            return locked
-        segment_close(instance=locked, at=finished_at, source=source, reason=reason)
-        release(instance=locked)
-        locked.status = status
-        kind = {Status.FAILED: Kind.FAILED, Status.STOPPED: Kind.STOPPED, Status.TERMINATED: Kind.TERMINATED}[status]
-        if status == Status.FAILED:
-            locked.last_error = reason
-        if status == Status.TERMINATED:
-            locked.terminated_at = timezone.now()
-        locked.save()
-        event_add(instance=locked, kind=kind, source=source, message=reason)
-    logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
-    exposure_sync(instance=locked, publish=False)
     return locked
 
 
@@ -219,7 +189,7 @@ def instance_stop_execute(*, instance_id: int, runtime: DockerRuntime | None = N
         if instance.status != Status.STOPPING:
             return instance
         finished_at = _take_down(instance=instance, runtime=runtime_for(host=instance.host, runtime=runtime))
-        return _finish(
+        return instance_settle(
             instance_id=instance_id, expected=(Status.STOPPING,), status=Status.STOPPED, finished_at=finished_at
         )
 
@@ -234,7 +204,7 @@ def instance_destroy_execute(*, instance_id: int, runtime: DockerRuntime | None 
         finished_at = None
         if instance.host is not None:
             finished_at = _take_down(instance=instance, runtime=runtime_for(host=instance.host, runtime=runtime))
-        return _finish(
+        return instance_settle(
             instance_id=instance_id, expected=(Status.TERMINATING,), status=Status.TERMINATED, finished_at=finished_at
         )
 
@@ -244,7 +214,7 @@ def instance_give_up(*, instance_id: int, expected: str, reason: str) -> Instanc
 
     Its GPU and ports are released; a container left behind is the reconciler's.
     """
-    return _finish(
+    return instance_settle(
         instance_id=instance_id,
         expected=(expected,),
         status=Status.FAILED,

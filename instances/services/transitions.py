@@ -15,8 +15,8 @@ from instances.models import Instance, PortBinding
 from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.launch import admit, gpu_memory_check, scheduled_data
-from instances.services.provision import instance_destroy_execute
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
+from instances.services.settle import instance_settle
 from templates_app.models import Template
 
 
@@ -124,5 +124,5 @@ def instance_destroy(*, instance: Instance, actor: Any = None, source: str = Sou
         if locked.host_id is not None:
             queue.enqueue(queue.DESTROY, locked)
     if locked.host_id is None:  # never scheduled: nothing exists on any host
-        return instance_destroy_execute(instance_id=locked.pk)
+        return instance_settle(instance_id=locked.pk, expected=(Status.TERMINATING,), status=Status.TERMINATED)
     return locked

@@ -20,8 +20,8 @@ from instances.services import (
     instance_restart,
     instance_start,
     instance_stop,
-    workspace_cleanup,
 )
+from instances.services.upkeep import workspace_cleanup
 from instances.tasks import instance_provision
 from tests.containers import (
     host_port,

@@ -13,8 +13,10 @@ from instances import selectors
 from instances.access.crypto import encrypt
 from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent, PortBinding
-from instances.services import gpu_metrics_refresh, host_reconcile, instance_launch
+from instances.services import instance_launch
 from instances.services.locks import lock_acquire, lock_release
+from instances.services.reconcile import host_reconcile
+from instances.services.upkeep import gpu_metrics_refresh
 from instances.tasks import gpu_metrics_all_hosts, reconcile_all_hosts
 from tests.containers import docker, inspect, labelled_containers, wait_for_status
 from tests.factories import TEST_IMAGE, InstanceFactory, TemplateFactory

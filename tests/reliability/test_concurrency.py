@@ -14,9 +14,9 @@ import requests
 
 from billing.models import LedgerEntry
 from billing.services import meter_run
-from instances import services
 from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
+from instances.services import reconcile
 from tests.factories import GpuFactory, TemplateFactory, UserFactory
 from tests.processes import wait_until
 from tests.reliability.helpers import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
@@ -144,7 +144,7 @@ def test_1000_random_operations_from_several_clients_keep_every_invariant(
         every=1,
         what="every instance to settle",
     )
-    services.host_reconcile(host=rel_host)
+    reconcile.host_reconcile(host=rel_host)
     meter_run()
 
     # At most one active instance per GPU, in the rows and in the containers.

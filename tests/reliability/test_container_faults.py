@@ -15,6 +15,7 @@ from billing.services import meter_run
 from instances import services
 from instances.host.runtime import get_runtime
 from instances.models import InstanceEvent
+from instances.services import reconcile
 from tests.containers import inspect, wait_for_status
 from tests.factories import TemplateFactory
 from tests.processes import wait_until
@@ -45,7 +46,7 @@ def test_a_container_out_of_memory_ends_failed_and_billed_to_its_finish_time(ali
     state = get_runtime(base_url=rel_host.docker_url).inspect(container)
     assert state.oom_killed
 
-    report = services.host_reconcile(host=rel_host)
+    report = reconcile.host_reconcile(host=rel_host)
     assert report.instances_ended == [instance.public_id]
     instance.refresh_from_db()
     assert instance.status == "failed"

@@ -26,6 +26,7 @@ from billing.services import meter_run
 from instances import services
 from instances.host.runtime import _parse_time
 from instances.models import Instance, InstanceEvent
+from instances.services import reconcile
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
 from tests.reliability.helpers import DOCKERD_URL, assert_nothing_leaked, containers_on, inspect_on
@@ -71,7 +72,7 @@ def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_fini
     assert not dead["Running"]
     assert _container(survives)["State"]["Running"]
 
-    report = services.host_reconcile(host=rel_host)
+    report = reconcile.host_reconcile(host=rel_host)
     assert report.instances_ended == [dies.public_id]
     dies.refresh_from_db()
     assert dies.status == "failed"
@@ -100,7 +101,7 @@ def test_one_reconciler_run_after_a_dockerd_restart_bills_the_dead_to_their_fini
     back_at = timezone.now()
     stopped = _container(survives)["State"]
     assert not stopped["Running"]
-    report = services.host_reconcile(host=rel_host)
+    report = reconcile.host_reconcile(host=rel_host)
     assert report.instances_ended == [survives.public_id]
     survives.refresh_from_db()
     assert survives.status in ("stopped", "failed")

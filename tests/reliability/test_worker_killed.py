@@ -19,6 +19,7 @@ from billing.models import UsageRecord
 from billing.services import meter_run
 from instances import services
 from instances.models import Instance, InstanceEvent
+from instances.services import reconcile
 from instances.services.locks import instance_lock_held, instance_lock_name, lock_break
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
@@ -52,7 +53,7 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     # Stand-ins for the clocks (see the module docstring): the lock expired, the row is old.
     lock_break(name=instance_lock_name(instance_id=instance.pk))
     Instance.objects.filter(pk=instance.pk).update(updated_at=timezone.now() - timedelta(hours=1))
-    report = services.host_reconcile(host=rel_host)
+    report = reconcile.host_reconcile(host=rel_host)
     assert report.tasks_resent == [instance.public_id]
 
     instance = wait_for_status(instance, Instance.Status.RUNNING, Instance.Status.FAILED, timeout=90)
@@ -70,7 +71,7 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     assert usage.ended_at is None
 
     # And a second run of the reconciler finds nothing more to do.
-    again = services.host_reconcile(host=rel_host)
+    again = reconcile.host_reconcile(host=rel_host)
     assert not (again.tasks_resent)
     assert not (again.containers_removed)
     assert not (again.instances_ended)

@@ -1,0 +1,47 @@
+"""Bringing an instance to rest (stopped, failed, terminated): its running segment
+closed, its GPU and ports freed, the reason on its timeline. Row work only, so both the
+worker (after Docker has done its part) and the request side (an instance that never
+reached a host) use it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from django.db import transaction
+from django.utils import timezone
+
+from instances.access.exposure import exposure_sync
+from instances.models import Instance
+from instances.services.events import Kind, Source, Status, event_add, logger, release, segment_close
+
+
+def instance_settle(
+    *,
+    instance_id: int,
+    expected: tuple[str, ...],
+    status: str,
+    reason: str = "",
+    finished_at: datetime | None = None,
+    source: str = Source.WORKER,
+) -> Instance:
+    """Move the row from `expected` to a resting status (stopped, failed, terminated):
+    close the running segment at `finished_at`, free the GPU and ports, record why, and
+    withdraw its public routes. A row no longer in `expected` is returned unchanged."""
+    with transaction.atomic():
+        locked = Instance.objects.select_for_update(of=("self",)).select_related("host", "gpu").get(pk=instance_id)
+        if locked.status not in expected:
+            return locked
+        segment_close(instance=locked, at=finished_at, source=source, reason=reason)
+        release(instance=locked)
+        locked.status = status
+        kind = {Status.FAILED: Kind.FAILED, Status.STOPPED: Kind.STOPPED, Status.TERMINATED: Kind.TERMINATED}[status]
+        if status == Status.FAILED:
+            locked.last_error = reason
+        if status == Status.TERMINATED:
+            locked.terminated_at = timezone.now()
+        locked.save()
+        event_add(instance=locked, kind=kind, source=source, message=reason)
+    logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
+    exposure_sync(instance=locked, publish=False)
+    return locked
