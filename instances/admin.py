@@ -111,9 +111,9 @@ class BusyFilter(admin.SimpleListFilter):
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Gpu]) -> QuerySet[Gpu]:
         if self.value() == "yes":
-            return queryset.filter(holder_id__isnull=False)
+            return queryset.filter(holder_id__isnull=False)  # type: ignore[misc]  # annotated by GpuAdmin
         if self.value() == "no":
-            return queryset.filter(holder_id__isnull=True)
+            return queryset.filter(holder_id__isnull=True)  # type: ignore[misc]  # annotated by GpuAdmin
         return queryset
 
 

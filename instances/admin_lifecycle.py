@@ -51,7 +51,7 @@ OPS: dict[str, LifecycleOp] = {
 
 # Which buttons an instance's page shows for its status. Only a hint: the service
 # checks the transition again under the row lock and its refusal is shown.
-OFFERED = {
+OFFERED: dict[str, tuple[str, ...]] = {
     Status.RUNNING: ("restart", "stop", "destroy"),
     Status.STOPPED: ("start", "destroy"),
     Status.FAILED: ("start", "destroy"),

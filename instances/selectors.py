@@ -132,7 +132,7 @@ def instance_rows(
     return rows, (found[0][19] if found else 0)
 
 
-def unschedulable_hosts() -> QuerySet[Host]:
+def unschedulable_hosts() -> QuerySet[Host, Any]:
     """Hosts the scheduler must skip: a failed preflight (instances.host.preflight), or
     real GPUs never checked."""
     return Host.objects.filter(

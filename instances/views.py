@@ -16,6 +16,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils.module_loading import import_string
 from django.views.decorators.http import require_GET, require_POST
+from django_htmx.middleware import HtmxDetails
 
 from gpucloud.errors import DomainError
 from instances import selectors, services
@@ -27,6 +28,12 @@ from instances.models import Instance
 from templates_app.models import Template
 
 ACCESS_LABELS = dict(Template.AccessMethod.choices)
+
+
+class HtmxHttpRequest(HttpRequest):
+    """A request through django-htmx's middleware (settings.MIDDLEWARE), for type checking."""
+
+    htmx: HtmxDetails
 
 
 def _costs(instances: list[Instance]) -> dict[int, Decimal]:
@@ -51,7 +58,7 @@ def _dashboard_rows(request: HttpRequest) -> list[dict[str, Any]]:
 
 @login_required
 @require_GET
-def dashboard(request: HttpRequest) -> HttpResponse:
+def dashboard(request: HtmxHttpRequest) -> HttpResponse:
     context = {"rows": _dashboard_rows(request)}
     if request.htmx:
         return render(request, "instances/_instance_rows.html", context)
@@ -130,7 +137,7 @@ def launch(request: HttpRequest) -> HttpResponse:
 
 @login_required
 @require_GET
-def instance_detail(request: HttpRequest, public_id: str) -> HttpResponse:
+def instance_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     instance = _get(request, public_id)
     context = {
         "instance": instance,

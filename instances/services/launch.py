@@ -115,7 +115,7 @@ def admit(*, user: Any, gpu_type: GpuType, template: Template) -> None:
 def scheduled_data(instance: Instance) -> dict[str, Any]:
     gpu = instance.gpu
     return {
-        "host": instance.host.name,
+        "host": instance.host.name if instance.host else "",
         "gpu": gpu.uuid if gpu else "",
         "gpu_index": gpu.index if gpu else None,
         "simulated": gpu.simulated if gpu else None,

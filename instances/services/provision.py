@@ -124,7 +124,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         if locked.status != expected:  # destroyed meanwhile: the destroy task removes it
             return locked
         locked.status, locked.container_id, locked.last_error, locked.stop_reason = Status.RUNNING, state.id, "", ""
-        segment_open(instance=locked, at=now, source=Source.WORKER, data={"gpu": locked.gpu.uuid})
+        segment_open(instance=locked, at=now, source=Source.WORKER, data={"gpu": locked.gpu.uuid if locked.gpu else ""})
         locked.save(update_fields=["status", "container_id", "last_error", "stop_reason", "started_at", "updated_at"])
     logger.info("instance %s running in %s", locked.public_id, state.id[:12])
     exposure_sync(instance=locked, publish=True)

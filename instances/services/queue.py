@@ -11,7 +11,7 @@ import logging
 from celery import current_app
 from django.db import transaction
 
-from instances.errors import QueueUnavailable
+from instances.errors import HostUnavailable, QueueUnavailable
 from instances.models import Instance
 from instances.services.events import Kind, Status, event_add, release
 
@@ -35,8 +35,10 @@ def enqueue(task_name: str, instance: Instance, *, launch_source: str | None = N
     `failed` at once with its GPU and ports released, and QueueUnavailable (503) goes
     to the caller: no `pending` row is left holding a GPU the customer was told
     nothing about. Any other step stays in its in-between status, which the reconciler
-    resends once the broker is back (housekeeping._resend_stuck), so it is only logged.
+    resends once the broker is back (reconcile._resend_stuck), so it is only logged.
     """
+    if instance.host is None:  # never scheduled: there is no worker to hand it to
+        raise HostUnavailable(detail={"id": instance.public_id})
     host_queue = instance.host.queue
     instance_id, public_id = instance.pk, instance.public_id
 

@@ -40,7 +40,7 @@ class ReconcileReport:
 
 
 # The worker task that moves an instance out of each in-between status.
-_TASK_FOR_STATUS = {
+_TASK_FOR_STATUS: dict[str, str] = {
     Status.PENDING: queue.PROVISION,
     Status.PROVISIONING: queue.PROVISION,
     Status.STARTING: queue.START,

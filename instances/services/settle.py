@@ -35,7 +35,12 @@ def instance_settle(
         segment_close(instance=locked, at=finished_at, source=source, reason=reason)
         release(instance=locked)
         locked.status = status
-        kind = {Status.FAILED: Kind.FAILED, Status.STOPPED: Kind.STOPPED, Status.TERMINATED: Kind.TERMINATED}[status]
+        kinds: dict[str, str] = {
+            Status.FAILED: Kind.FAILED,
+            Status.STOPPED: Kind.STOPPED,
+            Status.TERMINATED: Kind.TERMINATED,
+        }
+        kind = kinds[status]
         if status == Status.FAILED:
             locked.last_error = reason
         if status == Status.TERMINATED:

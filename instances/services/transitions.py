@@ -69,11 +69,14 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
                 locked = _locked(instance)
                 if locked.status not in (Status.STOPPED, Status.FAILED):
                     raise _refuse(locked, "start")
-                gpu = gpu_take(gpu_type=locked.gpu_type, host=locked.host)
+                host = locked.host
+                if host is None:
+                    raise _refuse(locked, "start")
+                gpu = gpu_take(gpu_type=locked.gpu_type, host=host)
                 if gpu is None:
                     raise no_capacity(locked.gpu_type)
                 PortBinding.objects.filter(instance=locked).delete()
-                ports_bind(instance=locked, host=locked.host, ports=ports)
+                ports_bind(instance=locked, host=host, ports=ports)
                 locked.gpu, locked.status, locked.last_error = gpu, Status.STARTING, ""
                 locked.save(update_fields=["gpu", "status", "last_error", "updated_at"])
                 event_add(
