@@ -51,7 +51,7 @@ def instance_page(
     if not getattr(user, "is_authenticated", False):
         return [], 0
     found = Instance.objects.filter(owner=user, **({"status": status} if status else {}))
-    page = list(
+    page: list[Any] = list(
         found.select_related("template", "gpu_type", "host")
         .only(*_SHOWN)
         .annotate(total=Window(Count("id")))

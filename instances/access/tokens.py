@@ -10,6 +10,7 @@ import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
@@ -55,17 +56,25 @@ def token_revoke(*, user: AbstractBaseUser, token_id: int | str) -> ApiToken:
     return token
 
 
-def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> ApiToken | None:
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """A request's authentication by API token (DRF's `request.auth`): the token, its
+    owner loaded, and `stamp`, the API cache's versions read before any database read
+    of this request (None when not cached), under which the list may be cached."""
+
+    token: ApiToken
+    stamp: apicache.Versions | None
+
+
+def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> TokenAuth | None:
     """The active token with this plain key, its active owner loaded, or None.
 
     From this process's API cache (instances.cache) while the owner's versions in Redis
     still match: a revocation or an account change is seen by the next request. Else
-    one query through the ORM. The token carries `api_cache_stamp`, the versions read
-    before any database read of this request (None when not cached), for the list's
-    cache. Side effect: moves last_used_at forward, at most once a minute per token.
-    `before_database` runs before the database is asked (the authentication-failure
-    throttle: a token answered from the cache was already found valid, so only unknown
-    keys are throttled); what it raises propagates.
+    one query through the ORM. Side effect: moves last_used_at forward, at most once a
+    minute per token. `before_database` runs before the database is asked (the
+    authentication-failure throttle: a token answered from the cache was already found
+    valid, so only unknown keys are throttled); what it raises propagates.
     """
     digest = token_hash(key)
     now = timezone.now()
@@ -74,12 +83,11 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
     stamp = apicache.versions(owner_id) if owner_id is not None else None
     hit = apicache.token_get(digest, stamp) if stamp is not None else None
     if hit is not None:
-        token, touched = hit
+        cached, touched = hit
         if clock - touched >= TOKEN_TOUCH_SECONDS:
-            _token_touch(token_id=token.pk, now=now)
+            _token_touch(token_id=cached.pk, now=now)
             apicache.token_touched(digest, clock)
-        token.api_cache_stamp = stamp
-        return token
+        return TokenAuth(cached, stamp)
 
     if before_database is not None:
         before_database()
@@ -95,9 +103,10 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
         token.last_used_at = now
     # The first request learns the owner (no stamp); the next reads the owner's versions
     # before this query and caches what it found under them.
-    token.api_cache_stamp = stamp if token.owner_id == owner_id else None
-    apicache.token_put(digest, token.api_cache_stamp, token=token, touched=clock)
-    return token
+    if token.owner_id != owner_id:
+        stamp = None
+    apicache.token_put(digest, stamp, token=token, touched=clock)
+    return TokenAuth(token, stamp)
 
 
 def _token_touch(*, token_id: int, now: datetime) -> None:

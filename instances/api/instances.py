@@ -35,6 +35,7 @@ from instances import selectors, services
 from instances.access.addresses import access_for
 from instances.access.authentication import InstanceCreateThrottle
 from instances.access.sshkeys import sshkeys_resolve
+from instances.access.tokens import TokenAuth
 from instances.api.serializers import (
     AvailabilityOutput,
     BillingSerializer,
@@ -215,7 +216,7 @@ class InstanceListApi(generics.GenericAPIView):
 
         # Token requests carry the versions read before any database read (apicache):
         # their JSON is kept rendered, per page as asked (the links name host and query).
-        stamp = getattr(request.auth, "api_cache_stamp", None)
+        stamp = request.auth.stamp if isinstance(request.auth, TokenAuth) else None
         if stamp is None or request.accepted_renderer.format != "json" or "indent" in request.accepted_media_type:
             return Response(self._page(request, wanted))
         key = ("instances", request.user.pk, request.scheme, request.get_host(), request.get_full_path())
