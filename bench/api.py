@@ -135,7 +135,7 @@ def make_user(name: str, instances: int) -> str:
 
 def queries_per_list(key: str) -> tuple[int, int]:
     """Queries of a list request answered from the database, then from the API cache."""
-    from instances.api import cache as apicache
+    from instances import cache as apicache
 
     client = Client(HTTP_AUTHORIZATION=f"Token {key}", HTTP_HOST="127.0.0.1")
     client.get(LIST_PATH)  # the token's last_used_at is written at most once a minute

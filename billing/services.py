@@ -35,7 +35,7 @@ from billing.models import (
     UsageRecord,
 )
 from gpucloud.errors import DomainError
-from instances.api import cache as apicache
+from instances import cache as apicache
 from instances.models import Gpu, GpuType, Instance, InstanceEvent
 from instances.services import instance_stop
 

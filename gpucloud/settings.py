@@ -374,7 +374,7 @@ GPUCLOUD_INSTANCE_COSTS = env("GPUCLOUD_INSTANCE_COSTS", "billing.web.instance_c
 # default the balance must cover GPUCLOUD_MIN_BALANCE_MINUTES at the type's rate (402).
 GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "billing.checks.balance_covers_launch")
 # Token authentications and instance lists kept in each web process, exact by versions
-# in Redis (instances.api.cache); only with REDIS_URL.
+# in Redis (instances.cache); only with REDIS_URL.
 GPUCLOUD_API_CACHE = env_bool("GPUCLOUD_API_CACHE", default=True)
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)

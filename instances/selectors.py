@@ -3,18 +3,12 @@ read on the host: instances.services.logs.)"""
 
 from __future__ import annotations
 
-import json
-from datetime import UTC, datetime
-from decimal import Decimal
-from typing import Any, NamedTuple
+from typing import Any
 
-from django.db import connection
-from django.db.models import Count, Min, Q, QuerySet
-from django.utils.dateparse import parse_datetime
+from django.db.models import Count, Min, Prefetch, Q, QuerySet, Window
 
 from instances.errors import NotFound
 from instances.models import GpuType, Host, Instance, InstanceEvent, PortBinding
-from templates_app.models import Template
 
 
 def instance_list(*, user: Any) -> QuerySet[Instance]:
@@ -35,101 +29,36 @@ def instance_get(*, user: Any, public_id: str) -> Instance:
     return instance
 
 
-class PortRow(NamedTuple):
-    name: str
-    host_port: int
-    container_port: int
-    protocol: str
+# What the API shows of an instance and of what it joins; the rest of the row (env,
+# SSH keys, the container) stays in the database.
+_SHOWN = (
+    "public_id", "owner", "name", "status", "storage_gb", "access", "created_at", "started_at", "stopped_at",
+    "last_error", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
+    "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address",
+)  # fmt: skip
+_SHOWN_PORTS = PortBinding.objects.only("instance", "name", "host_port", "container_port", "protocol")
 
 
-class InstanceRow(NamedTuple):
-    """What the API shows of an instance, read as plain values (no models)."""
+def instance_page(
+    *, user: Any, status: str | None = None, offset: int = 0, limit: int = 1
+) -> tuple[list[Instance], int]:
+    """A page of the user's instances, newest first, with what the API shows of them
+    (template, GPU type, host, port bindings), and how many there are in all.
 
-    id: int
-    public_id: str
-    owner_id: int
-    name: str
-    status: str
-    storage_gb: int
-    access: list[str]
-    created_at: datetime
-    started_at: datetime | None
-    stopped_at: datetime | None
-    last_error: str
-    password_encrypted: str
-    access_token_encrypted: str
-    template_slug: str
-    gpu_type_sku: str
-    gpu_type_display_name: str
-    rate_per_hour: Decimal
-    host_name: str | None
-    host_address: str | None
-    ports: list[PortRow]
-
-
-def _sql_rows(*, by_status: bool, by_id: bool) -> str:
-    # Table names come from the models, values are bound parameters.
-    i, t, g, h = (m._meta.db_table for m in (Instance, Template, GpuType, Host))
-    where = " AND ".join(["i.owner_id = %s", *(["i.status = %s"] * by_status), *(["i.id = %s"] * by_id)])
-    return f"""
-        SELECT i.id, i.public_id, i.owner_id, i.name, i.status, i.storage_gb, i.access,
-               i.created_at, i.started_at, i.stopped_at, i.last_error,
-               i.password_encrypted, i.access_token_encrypted,
-               t.slug, g.sku, g.display_name, g.rate_per_hour, h.name, h.public_address,
-               COUNT(*) OVER ()
-        FROM {i} i
-        JOIN {t} t ON t.id = i.template_id
-        JOIN {g} g ON g.id = i.gpu_type_id
-        LEFT JOIN {h} h ON h.id = i.host_id
-        WHERE {where}
-        ORDER BY i.created_at DESC, i.id DESC
-        LIMIT %s OFFSET %s"""  # noqa: S608
-
-
-def _sql_ports(count: int) -> str:
-    table, marks = PortBinding._meta.db_table, ", ".join(["%s"] * count)
-    return f"SELECT instance_id, name, host_port, container_port, protocol FROM {table} WHERE instance_id IN ({marks})"  # noqa: S608
-
-
-def _aware(value: Any) -> datetime | None:
-    # PostgreSQL gives aware datetimes; SQLite (the quick start) gives text.
-    if value is None or (isinstance(value, datetime) and value.tzinfo is not None):
-        return value
-    parsed = value if isinstance(value, datetime) else parse_datetime(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed
-
-
-def instance_rows(
-    *, user: Any, status: str | None = None, instance_id: int | None = None, offset: int = 0, limit: int = 1
-) -> tuple[list[InstanceRow], int]:
-    """A page of the user's instances, newest first, and how many there are in all.
-
-    The API's hot path: hand-written SQL, two queries whatever the page holds (the page
-    with its total, then its port bindings), plain tuples instead of models: the ORM's
-    compiling and model building cost several times the queries themselves
-    (bench/api.py). Scoped to `user` like every other read of instances.
+    The API's hot path: two queries whatever the page holds (the page with its total,
+    COUNT(*) OVER (), then its port bindings). Scoped to `user` like every other read.
     """
     if not getattr(user, "is_authenticated", False):
         return [], 0
-    params = [user.pk, *([status] if status else []), *([instance_id] if instance_id else []), limit, offset]
-    with connection.cursor() as cursor:
-        cursor.execute(_sql_rows(by_status=bool(status), by_id=bool(instance_id)), params)
-        found = cursor.fetchall()
-        ports: dict[int, list[PortRow]] = {row[0]: [] for row in found}
-        if found:
-            cursor.execute(_sql_ports(len(ports)), list(ports))
-            for instance_pk, *port in cursor.fetchall():
-                ports[instance_pk].append(PortRow(*port))
-    rows = []
-    for r in found:
-        rate = r[16] if isinstance(r[16], Decimal) else Decimal(str(r[16]))
-        access = json.loads(r[6]) if isinstance(r[6], str) else r[6]
-        rows.append(
-            InstanceRow(
-                *r[:6], access, _aware(r[7]), _aware(r[8]), _aware(r[9]), *r[10:16], rate, *r[17:19], ports[r[0]]
-            )
-        )
-    return rows, (found[0][19] if found else 0)
+    found = Instance.objects.filter(owner=user, **({"status": status} if status else {}))
+    page: list[Any] = list(
+        found.select_related("template", "gpu_type", "host")
+        .only(*_SHOWN)
+        .annotate(total=Window(Count("id")))
+        .prefetch_related(Prefetch("ports", queryset=_SHOWN_PORTS))
+        .order_by("-created_at", "-id")[offset : offset + limit]
+    )
+    return page, (page[0].total if page else 0)
 
 
 def unschedulable_hosts() -> QuerySet[Host, Any]:

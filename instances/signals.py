@@ -1,7 +1,9 @@
-"""What changes what the API shows: model signals that bump the API cache's versions.
+"""What changes what the API shows: model signals that bump the API cache's versions
+(instances.cache). Nothing else calls the cache.
 
-Queryset updates send no signals; the few that change what the API shows call
-instances.api.cache themselves (worker provisioning, billing's rate change).
+Queryset updates send no signals. The worker moves an instance's status with update()
+(a conditional claim), but every status change writes an InstanceEvent in the same
+transaction: the event's post_save names the instance's owner and covers them.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from django.conf import settings
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
-from instances.api import cache as apicache
-from instances.models import ApiToken, GpuType, Host, Instance, PortBinding
+from instances import cache as apicache
+from instances.models import ApiToken, GpuType, Host, Instance, InstanceEvent, PortBinding
 from templates_app.models import Template
 
 
@@ -22,11 +24,23 @@ def _instance_changed(sender: Any, instance: Instance, **kwargs: Any) -> None:
     apicache.user_changed(instance.owner_id)
 
 
+def _owner_changed(instance_id: int) -> None:
+    # Only the instance's id is at hand: one small read, skipped when nothing is cached.
+    if apicache.enabled():
+        apicache.user_changed(Instance.objects.filter(pk=instance_id).values_list("owner_id", flat=True).first())
+
+
 @receiver([post_save, post_delete], sender=PortBinding, dispatch_uid="apicache-port")
 def _port_changed(sender: Any, instance: PortBinding, **kwargs: Any) -> None:
-    if apicache.enabled():
-        owner_id = Instance.objects.filter(pk=instance.instance_id).values_list("owner_id", flat=True).first()
-        apicache.user_changed(owner_id)
+    _owner_changed(instance.instance_id)
+
+
+@receiver(post_save, sender=InstanceEvent, dispatch_uid="apicache-event")
+def _event_added(sender: Any, instance: InstanceEvent, **kwargs: Any) -> None:
+    if InstanceEvent.instance.is_cached(instance):  # as event_add writes it: no read needed
+        apicache.user_changed(instance.instance.owner_id)
+    else:
+        _owner_changed(instance.instance_id)
 
 
 @receiver([post_save, post_delete], sender=ApiToken, dispatch_uid="apicache-token")

@@ -98,20 +98,11 @@ def access_for(*, instance: Instance, reveal_secrets: bool) -> dict[str, Any]:
     Reads the instance's host and port bindings; no I/O beyond the database.
     """
     address = instance.host.public_address if instance.host is not None else None
-    return access_urls(instance=instance, address=address, bindings=instance.ports.all(), reveal_secrets=reveal_secrets)
-
-
-def access_urls(*, instance: Any, address: str | None, bindings: Iterable[Any], reveal_secrets: bool) -> dict[str, Any]:
-    """access_for on what it reads: `instance` has public_id, status, access and the two
-    encrypted secrets; `bindings` have name, protocol, host_port and container_port;
-    `address` is the host's public address (None: no host). The API's list passes
-    plain rows (instances.selectors.instance_rows) rather than models.
-    """
     access: dict[str, Any] = {}
     token = decrypt(instance.access_token_encrypted) if reveal_secrets else ""
     if instance.status in EXPOSED_STATUSES and address is not None:
         mode = exposure_mode()
-        for binding in _requested(bindings=bindings, access=instance.access):
+        for binding in _requested(bindings=instance.ports.all(), access=instance.access):
             method = _access_method(binding)
             if mode == CLOUDFLARE:
                 hostname = service_hostname(instance=instance, service=binding.name)

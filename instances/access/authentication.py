@@ -94,11 +94,11 @@ class ApiTokenAuthentication(BaseAuthentication):
             raise exceptions.AuthenticationFailed("Invalid token.") from None
         # Throttled before the database is asked: a key this process already knows to be
         # valid is not a guess, every other one is.
-        token = token_authenticate(key=key, before_database=lambda: self.throttle.check(ident))
-        if token is None:
+        found = token_authenticate(key=key, before_database=lambda: self.throttle.check(ident))
+        if found is None:
             self.throttle.record_failure(ident)
             raise exceptions.AuthenticationFailed("Invalid or revoked token.")
-        return token.owner, token
+        return found.token.owner, found
 
     def authenticate_header(self, request: Request) -> str:
         return "Token"

@@ -6,22 +6,18 @@ and cannot be recovered afterwards.
 
 from __future__ import annotations
 
-import copy
-import functools
 import hashlib
 import secrets
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
-from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import connection
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from instances.api import cache as apicache
+from instances import cache as apicache
 from instances.errors import NotFound
 from instances.models import ApiToken
 
@@ -60,36 +56,25 @@ def token_revoke(*, user: AbstractBaseUser, token_id: int | str) -> ApiToken:
     return token
 
 
-@functools.cache
-def _token_owner_query(vendor: str) -> tuple[str, list[tuple[Any, list[Any]]]]:
-    """The SQL of token_authenticate and, per user column, its database converters
-    (none on PostgreSQL; SQLite's text datetimes and integer booleans need them)."""
-    user_model = get_user_model()
-    users, tokens = user_model._meta.db_table, ApiToken._meta.db_table
-    columns = [field.get_col(users) for field in user_model._meta.concrete_fields]
-    # Table and column names come from the models, values are bound parameters.
-    sql = (
-        f"SELECT {', '.join('u.' + connection.ops.quote_name(col.target.column) for col in columns)}, "  # noqa: S608
-        f"t.id, (t.last_used_at IS NULL OR t.last_used_at < %s) "
-        f"FROM {tokens} t JOIN {users} u ON u.id = t.owner_id "
-        f"WHERE t.key_hash = %s AND t.revoked_at IS NULL AND u.is_active"
-    )
-    converters = [(col, connection.ops.get_db_converters(col) + col.get_db_converters(connection)) for col in columns]
-    return sql, converters
+@dataclass(frozen=True, slots=True)
+class TokenAuth:
+    """A request's authentication by API token (DRF's `request.auth`): the token, its
+    owner loaded, and `stamp`, the API cache's versions read before any database read
+    of this request (None when not cached), under which the list may be cached."""
+
+    token: ApiToken
+    stamp: apicache.Versions | None
 
 
-def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> ApiToken | None:
-    """The active token with this plain key (its owner loaded), or None.
+def token_authenticate(*, key: str, before_database: Callable[[], None] | None = None) -> TokenAuth | None:
+    """The active token with this plain key, its active owner loaded, or None.
 
-    From this process's API cache while the owner's versions in Redis still match
-    (instances.api.cache: a revocation or an account change is seen by the next request);
-    else one query written by hand: the ORM's compiling of the same join and building
-    of two models cost several times its execution. The token carries
-    `api_cache_stamp`, the versions read before any database read of this request
-    (None when not cached). Side effect: moves last_used_at forward, at most once a
+    From this process's API cache (instances.cache) while the owner's versions in Redis
+    still match: a revocation or an account change is seen by the next request. Else
+    one query through the ORM. Side effect: moves last_used_at forward, at most once a
     minute per token. `before_database` runs before the database is asked (the
-    authentication-failure throttle: a token answered from the cache was already
-    found valid, so only unknown keys are throttled).
+    authentication-failure throttle: a token answered from the cache was already found
+    valid, so only unknown keys are throttled); what it raises propagates.
     """
     digest = token_hash(key)
     now = timezone.now()
@@ -98,36 +83,30 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
     stamp = apicache.versions(owner_id) if owner_id is not None else None
     hit = apicache.token_get(digest, stamp) if stamp is not None else None
     if hit is not None:
-        token = ApiToken(id=hit["token_id"], owner=hit["owner"])
-        if clock - hit["touched"] >= TOKEN_TOUCH_SECONDS:
-            _token_touch(token_id=token.id, now=now)
+        cached, touched = hit
+        if clock - touched >= TOKEN_TOUCH_SECONDS:
+            _token_touch(token_id=cached.pk, now=now)
             apicache.token_touched(digest, clock)
-        token.api_cache_stamp = stamp
-        return token
+        return TokenAuth(cached, stamp)
 
     if before_database is not None:
         before_database()
-    sql, converters = _token_owner_query(connection.vendor)
-    with connection.cursor() as cursor:
-        cursor.execute(sql, [now - timedelta(seconds=TOKEN_TOUCH_SECONDS), digest])
-        row = cursor.fetchone()
-    if row is None:
+    token = (
+        ApiToken.objects.select_related("owner")
+        .filter(key_hash=digest, revoked_at__isnull=True, owner__is_active=True)
+        .first()
+    )
+    if token is None:
         return None
-    *values, token_id, stale = row
-    for index, (col, funcs) in enumerate(converters):
-        for func in funcs:
-            values[index] = func(values[index], col, connection)
-    user_model = get_user_model()
-    owner = user_model.from_db(connection.alias, [f.attname for f in user_model._meta.concrete_fields], values)
-    token = ApiToken(id=token_id, owner=owner)
-    if stale:
-        _token_touch(token_id=token_id, now=now)
+    if token.last_used_at is None or token.last_used_at < now - timedelta(seconds=TOKEN_TOUCH_SECONDS):
+        _token_touch(token_id=token.pk, now=now)
         token.last_used_at = now
     # The first request learns the owner (no stamp); the next reads the owner's versions
     # before this query and caches what it found under them.
-    token.api_cache_stamp = stamp if owner.pk == owner_id else None
-    apicache.token_put(digest, token.api_cache_stamp, owner=copy.copy(owner), token_id=token_id, touched=clock)
-    return token
+    if token.owner_id != owner_id:
+        stamp = None
+    apicache.token_put(digest, stamp, token=token, touched=clock)
+    return TokenAuth(token, stamp)
 
 
 def _token_touch(*, token_id: int, now: datetime) -> None:

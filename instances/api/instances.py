@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from django.db.models import QuerySet
@@ -32,11 +30,19 @@ from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from gpucloud.errors import error_responses
+from instances import cache as apicache
 from instances import selectors, services
-from instances.access.addresses import access_urls
+from instances.access.addresses import access_for
 from instances.access.authentication import InstanceCreateThrottle
-from instances.access.sshkeys import MAX_KEY_CHARS, sshkeys_resolve
-from instances.api import cache as apicache
+from instances.access.sshkeys import sshkeys_resolve
+from instances.access.tokens import TokenAuth
+from instances.api.serializers import (
+    AvailabilityOutput,
+    BillingSerializer,
+    EventOutput,
+    InstanceCreateInput,
+    money,
+)
 from instances.models import Instance, InstanceEvent
 
 WAIT_MAX_SECONDS = 120
@@ -54,16 +60,8 @@ NOTE_RESTART = (
 )
 
 
-def money(value: Decimal) -> str:
-    """A rate as customers read it: at least two decimals, no trailing zeros beyond."""
-    value = Decimal(value).normalize()
-    if value.as_tuple().exponent > -2:  # type: ignore[operator]
-        value = value.quantize(Decimal("0.01"))
-    return f"{value:f}"
-
-
 class CountedPagination(LimitOffsetPagination):
-    """Limit/offset over `selectors.instance_rows`, whose page carries its total
+    """Limit/offset over `selectors.instance_page`, whose page carries its total
     (COUNT(*) OVER ()): one query for both, not two."""
 
     def paginate_rows(self, request: Request, fetch: Callable[[int, int], tuple[list, int]]) -> list:
@@ -78,19 +76,6 @@ class CountedPagination(LimitOffsetPagination):
         return page
 
 
-def _datetime(value: datetime | None) -> str | None:
-    # As DRF's DateTimeField writes it (UTC here): ISO 8601, "Z" for +00:00.
-    if value is None:
-        return None
-    text = value.astimezone(UTC).isoformat()
-    return text[:-6] + "Z" if text.endswith("+00:00") else text
-
-
-class BillingSerializer(serializers.Serializer):
-    rate = serializers.CharField(help_text="USD per unit, a decimal string.")
-    unit = serializers.CharField()
-
-
 def _note(status: str) -> str | None:
     # What the state means for the customer's data and GPU, while it matters: on the
     # way to and in `stopped`, and while (re)starting. A running instance needs none.
@@ -101,47 +86,29 @@ def _note(status: str) -> str | None:
     return None
 
 
-def instance_body(row: selectors.InstanceRow, *, user: Any) -> dict[str, Any]:
-    """The API's instance: the shape InstanceOutput declares, built from a plain row
-    (the list is the API's hot path). Secrets only when `user` owns it."""
-    owner = user is not None and user.is_authenticated and user.pk == row.owner_id
-    return {
-        "id": row.public_id,
-        "name": row.name,
-        "status": row.status,
-        "gpu": row.gpu_type_display_name,
-        "gpu_type": row.gpu_type_sku,
-        "template": row.template_slug,
-        "storage": row.storage_gb,
-        "host": row.host_name,
-        "access": access_urls(instance=row, address=row.host_address, bindings=row.ports, reveal_secrets=owner),
-        "created_at": _datetime(row.created_at),
-        "started_at": _datetime(row.started_at),
-        "stopped_at": _datetime(row.stopped_at),
-        "error": row.last_error or None,
-        "billing": {"rate": money(row.rate_per_hour), "unit": "hour"},
-        "note": _note(row.status),
-    }
-
-
 class InstanceOutput(serializers.ModelSerializer):
-    """The instance as the API shows it. Its fields make the OpenAPI schema; the body
-    itself is `instance_body`, from `selectors.instance_rows`."""
+    """An instance: a container on one GPU, its workspace, how to reach it, what it costs."""
 
+    # The body served and the schema published are these fields. It reads an instance
+    # with its template, GPU type, host and port bindings loaded (selectors.instance_page,
+    # selectors.instance_get); the password and the token only for the request's user
+    # when they own it.
     id = serializers.CharField(source="public_id", read_only=True)
-    gpu = serializers.CharField(source="gpu_type.display_name", help_text="GPU type, e.g. 'RTX 5090'.")
-    gpu_type = serializers.CharField(source="gpu_type.sku")
-    template = serializers.CharField(source="template.slug")
-    storage = serializers.IntegerField(source="storage_gb", help_text="GB of /workspace.")
-    host = serializers.CharField(allow_null=True, help_text="The host it runs on; null before scheduling.")
-    access = serializers.DictField(
+    gpu = serializers.CharField(source="gpu_type.display_name", read_only=True, help_text="GPU type, e.g. 'RTX 5090'.")
+    gpu_type = serializers.CharField(source="gpu_type.sku", read_only=True)
+    template = serializers.CharField(source="template.slug", read_only=True)
+    storage = serializers.IntegerField(source="storage_gb", read_only=True, help_text="GB of /workspace.")
+    host = serializers.CharField(
+        source="host.name", read_only=True, allow_null=True, help_text="The host it runs on; null before scheduling."
+    )
+    access = serializers.SerializerMethodField(
         help_text="`ssh` command, `jupyter`/`code-server`/`terminal` URLs, `http` and `tcp` maps; "
         "`password` and `token` only for the owner."
     )
-    error = serializers.CharField(allow_null=True)
-    billing = BillingSerializer()
-    note = serializers.CharField(
-        allow_null=True, help_text="While stopping, stopped or starting: what it means for the workspace and the GPU."
+    error = serializers.SerializerMethodField()
+    billing = serializers.SerializerMethodField()
+    note = serializers.SerializerMethodField(
+        help_text="While stopping, stopped or starting: what it means for the workspace and the GPU."
     )
 
     class Meta:
@@ -165,69 +132,41 @@ class InstanceOutput(serializers.ModelSerializer):
         )
         read_only_fields = fields
 
-    def to_representation(self, row: selectors.InstanceRow) -> dict[str, Any]:
-        request = self.context.get("request")
-        return instance_body(row, user=getattr(request, "user", None))
+    @extend_schema_field(serializers.DictField())
+    def get_access(self, instance: Instance) -> dict[str, Any]:
+        user = getattr(self.context.get("request"), "user", None)
+        owner = user is not None and user.is_authenticated and user.pk == instance.owner_id
+        return access_for(instance=instance, reveal_secrets=owner)
 
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_error(self, instance: Instance) -> str | None:
+        return instance.last_error or None
 
-class InstanceCreateInput(serializers.Serializer):
-    template = serializers.CharField(max_length=64, help_text="Catalog slug, e.g. 'pytorch'.")
-    gpu = serializers.CharField(max_length=64, help_text="GPU type SKU, e.g. 'rtx-5090'.")
-    storage = serializers.IntegerField(help_text="GB of /workspace (bounds: GPUCLOUD_STORAGE_GB_MIN/MAX).")
-    access = serializers.ListField(
-        child=serializers.CharField(max_length=32), max_length=8, required=False, default=list,
-        help_text="Access methods of the template, e.g. ['ssh', 'jupyter']; empty: all it offers.",
-    )  # fmt: skip
-    name = serializers.CharField(max_length=64, required=False, allow_blank=True, default="")
-    ssh_keys = serializers.ListField(
-        child=serializers.CharField(max_length=MAX_KEY_CHARS), max_length=32, required=False, default=list,
-        help_text="Ids or SHA256 fingerprints of my saved keys, or public keys.",
-    )  # fmt: skip
-    ssh_password_auth = serializers.BooleanField(required=False, default=True)
-    env = serializers.DictField(
-        child=serializers.CharField(max_length=4096, allow_blank=True), required=False, default=dict
-    )
+    @extend_schema_field(BillingSerializer)
+    def get_billing(self, instance: Instance) -> dict[str, str]:
+        return {"rate": money(instance.gpu_type.rate_per_hour), "unit": "hour"}
 
-    def validate_env(self, value: dict[str, str]) -> dict[str, str]:
-        if len(value) > 64:
-            raise serializers.ValidationError("At most 64 variables.")
-        return value
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_note(self, instance: Instance) -> str | None:
+        return _note(instance.status)
 
 
 class WaitInput(serializers.Serializer):
     wait = serializers.IntegerField(min_value=0, max_value=WAIT_MAX_SECONDS, required=False, default=0)
 
 
-class EventOutput(serializers.ModelSerializer):
-    class Meta:
-        model = InstanceEvent
-        fields = ("at", "kind", "source", "message")
-
-
 class LogsInput(serializers.Serializer):
     lines = serializers.IntegerField(min_value=1, max_value=LOG_LINES_MAX, required=False, default=100)
-
-
-class AvailabilityOutput(serializers.Serializer):
-    sku = serializers.CharField()
-    display_name = serializers.CharField()
-    rate_per_hour = serializers.SerializerMethodField()
-    total = serializers.IntegerField()
-    free = serializers.IntegerField()
-
-    @extend_schema_field(serializers.CharField(help_text="USD per hour, a decimal string."))
-    def get_rate_per_hour(self, obj: dict[str, Any]) -> str:
-        return money(obj["rate_per_hour"])
 
 
 def _instance(request: Request, public_id: str) -> Instance:
     return selectors.instance_get(user=request.user, public_id=public_id)
 
 
-def _body(request: Request, instance: Instance) -> dict[str, Any]:
-    # Read again as the list reads it: services return the row they wrote, not joined.
-    (row,), _ = selectors.instance_rows(user=request.user, instance_id=instance.pk)
-    return instance_body(row, user=request.user)
+def _body(request: Request, instance: Instance) -> Any:
+    # Read again, joined: services return the row they wrote.
+    shown = selectors.instance_get(user=request.user, public_id=instance.public_id)
+    return InstanceOutput(shown, context={"request": request}).data
 
 
 def _wait(request: Request, instance: Instance, seconds: int) -> Instance:
@@ -280,7 +219,7 @@ class InstanceListApi(generics.GenericAPIView):
 
         # Token requests carry the versions read before any database read (apicache):
         # their JSON is kept rendered, per page as asked (the links name host and query).
-        stamp = getattr(request.auth, "api_cache_stamp", None)
+        stamp = request.auth.stamp if isinstance(request.auth, TokenAuth) else None
         if stamp is None or request.accepted_renderer.format != "json" or "indent" in request.accepted_media_type:
             return Response(self._page(request, wanted))
         key = ("instances", request.user.pk, request.scheme, request.get_host(), request.get_full_path())
@@ -294,8 +233,8 @@ class InstanceListApi(generics.GenericAPIView):
         """The paginated body, read from the database."""
 
         def fetch(offset: int, limit: int) -> tuple[list, int]:
-            rows, total = selectors.instance_rows(user=request.user, status=status, offset=offset, limit=limit)
-            return [instance_body(row, user=request.user) for row in rows], total
+            page, total = selectors.instance_page(user=request.user, status=status, offset=offset, limit=limit)
+            return self.get_serializer(page, many=True).data, total
 
         return self.paginator.get_paginated_response(self.paginator.paginate_rows(request, fetch)).data
 
@@ -345,7 +284,7 @@ class InstanceDetailApi(APIView):
         summary="One of my instances", tags=["instances"], responses={200: InstanceOutput, **error_responses(404)}
     )
     def get(self, request: Request, id: str) -> Response:
-        return Response(_body(request, _instance(request, id)))
+        return Response(InstanceOutput(_instance(request, id), context={"request": request}).data)
 
     @extend_schema(
         summary="Destroy an instance",

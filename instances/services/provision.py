@@ -18,7 +18,6 @@ from django.utils import timezone
 
 from instances.access.crypto import decrypt
 from instances.access.exposure import exposure_sync
-from instances.api import cache as apicache
 from instances.errors import RuntimeFailure
 from instances.host.runtime import (
     LABEL_HOST,
@@ -152,7 +151,6 @@ def instance_provision(*, instance_id: int, runtime: DockerRuntime | None = None
                     status=Status.PROVISIONING, updated_at=timezone.now()
                 ):
                     return _load(instance_id)
-                apicache.user_changed(instance.owner_id)  # an update() sends no signal
                 event_add(instance=instance, kind=Kind.PROVISIONING, source=Source.WORKER)
             instance.status = Status.PROVISIONING
         if instance.status != Status.PROVISIONING:

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
+from instances import cache as apicache
 from instances.access.tokens import token_create, token_hash
-from instances.api import cache as apicache
 from instances.models import ApiToken
 
 

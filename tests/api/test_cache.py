@@ -1,4 +1,4 @@
-"""The API cache (instances.api.cache): answers from memory, never stale past a change.
+"""The API cache (instances.cache): answers from memory, never stale past a change.
 
 Every change below goes through the path the product uses (services, model saves, the
 real worker), and the very next request must show it.
@@ -15,9 +15,9 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from billing.services import gpu_type_rate_set
+from instances import cache as apicache
 from instances import services
 from instances.access.tokens import token_revoke
-from instances.api import cache as apicache
 from instances.models import ApiToken, GpuType, Host, Instance, PortBinding
 from tests.api.helpers import launch, token_client
 from tests.containers import wait_for_status
@@ -114,7 +114,7 @@ def test_without_redis_every_request_reads_the_database(alice, ready, settings, 
     settings.REDIS_URL = "redis://127.0.0.1:1/0"  # nothing listens there
     monkeypatch.setattr(apicache, "_client", None)
     api.get(LIST)  # the token's first use also records last_used_at
-    with caplog.at_level(logging.WARNING, logger="instances.api.cache"):
+    with caplog.at_level(logging.WARNING, logger="instances.cache"):
         counts = [queries(api)[0] for _ in range(3)]
     assert counts == [3, 3, 3]  # token, page, ports: every time
     assert "API cache bypassed" in caplog.text
@@ -160,7 +160,7 @@ def test_a_bump_lost_to_a_redis_fault_is_bounded_by_the_entry_age(alice, ready, 
     live = settings.REDIS_URL
     settings.REDIS_URL = "redis://127.0.0.1:1/0"
     monkeypatch.setattr(apicache, "_client", None)
-    with caplog.at_level(logging.WARNING, logger="instances.api.cache"):
+    with caplog.at_level(logging.WARNING, logger="instances.cache"):
         instance.name = "after"
         instance.save(update_fields=["name"])
     assert "not bumped" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 from http import HTTPStatus
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import AnonymousUser
@@ -13,9 +14,10 @@ from django.utils import timezone
 
 from instances import selectors
 from instances.access.sshkeys import sshkey_create
-from instances.api import cache as apicache
-from instances.api.instances import instance_body
+from instances.api.instances import InstanceOutput
+from instances.api.serializers import money
 from instances.models import Instance, InstanceEvent
+from instances.services.events import event_add
 from tests.api.helpers import launch
 from tests.api.keygen import ed25519_pub
 
@@ -40,10 +42,10 @@ SHAPE = {
 
 
 def mark(instance: Instance, status: str) -> Instance:
-    """Move a row as the worker would have (these tests run no worker), telling the API
-    cache as the worker does."""
+    """Move a row as the worker would have (these tests run no worker): a conditional
+    update() and an event on the timeline (whose post_save tells the API cache)."""
     Instance.objects.filter(pk=instance.pk).update(status=status, started_at=timezone.now())
-    apicache.user_changed(instance.owner_id)
+    event_add(instance=instance, kind=InstanceEvent.Kind.NOTE, source=InstanceEvent.Source.WORKER, message=status)
     instance.refresh_from_db()
     return instance
 
@@ -75,14 +77,17 @@ def test_launch_answers_202_with_the_instance_and_its_location(alice_api, alice,
 
 def test_secrets_are_shown_to_the_owner_only(alice, bob, ready):
     instance = launch(alice)
-    (row,), _ = selectors.instance_rows(user=alice, instance_id=instance.pk)
-    access = instance_body(row, user=bob)["access"]
-    assert "password" not in access
-    assert "token" not in access
-    assert "token=" not in access["jupyter"]
-    assert "?token=" in instance_body(row, user=alice)["access"]["jupyter"]
-    assert instance_body(row, user=alice)["access"]["password"]
-    assert instance_body(row, user=AnonymousUser())["access"].keys() == access.keys()
+    shown = selectors.instance_get(user=alice, public_id=instance.public_id)
+
+    def access(user) -> dict:
+        return InstanceOutput(shown, context={"request": SimpleNamespace(user=user)}).data["access"]
+
+    assert "password" not in access(bob)
+    assert "token" not in access(bob)
+    assert "token=" not in access(bob)["jupyter"]
+    assert "?token=" in access(alice)["jupyter"]
+    assert access(alice)["password"]
+    assert access(AnonymousUser()).keys() == access(bob).keys()
 
 
 @pytest.mark.parametrize(
@@ -279,8 +284,6 @@ def test_launches_are_throttled_with_retry_after(alice_api, ready, settings):
 
 
 def test_rates_are_shown_as_customers_read_them():
-    from instances.api.instances import money
-
     assert [money(Decimal(v)) for v in ("1.4900", "2", "0.1250", "10.10")] == ["1.49", "2.00", "0.125", "10.10"]
 
 
