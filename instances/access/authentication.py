@@ -27,7 +27,8 @@ def _rate(scope: str) -> tuple[int, int]:
     rate = api_settings.DEFAULT_THROTTLE_RATES.get(scope)
     if not rate:
         return 0, 0
-    return SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+    requests, seconds = SimpleRateThrottle.parse_rate(None, rate)  # type: ignore[arg-type]
+    return requests or 0, seconds or 0
 
 
 def _client_ip(request: Request) -> str:
@@ -110,7 +111,8 @@ class InstanceCreateThrottle(UserRateThrottle):
     scope = "instance-create"
 
     def get_rate(self) -> str | None:
-        return api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        rate = api_settings.DEFAULT_THROTTLE_RATES.get(self.scope)
+        return str(rate) if rate else None
 
     def allow_request(self, request: Request, view: Any) -> bool:
         if request.method != "POST":

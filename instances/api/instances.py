@@ -66,12 +66,12 @@ class CountedPagination(LimitOffsetPagination):
 
     def paginate_rows(self, request: Request, fetch: Callable[[int, int], tuple[list, int]]) -> list:
         self.request = request
-        self.limit = self.get_limit(request) or api_settings.PAGE_SIZE
-        self.offset = self.get_offset(request)
-        page, self.count = fetch(self.offset, self.limit)
+        limit: int = self.get_limit(request) or api_settings.PAGE_SIZE or 20
+        self.limit, self.offset = limit, self.get_offset(request)
+        page, self.count = fetch(self.offset, limit)
         if not page and self.offset:  # an empty page past the end still needs the real total for its links
             self.count = fetch(0, 1)[1]
-        if self.count > self.limit and self.template is not None:
+        if self.count > limit and self.template is not None:
             self.display_page_controls = True
         return page
 
@@ -236,7 +236,10 @@ class InstanceListApi(generics.GenericAPIView):
             page, total = selectors.instance_page(user=request.user, status=status, offset=offset, limit=limit)
             return self.get_serializer(page, many=True).data, total
 
-        return self.paginator.get_paginated_response(self.paginator.paginate_rows(request, fetch)).data
+        paginator = self.paginator
+        if not isinstance(paginator, CountedPagination):  # pagination_class above; narrows the type
+            raise TypeError("InstanceListApi pages with CountedPagination")
+        return paginator.get_paginated_response(paginator.paginate_rows(request, fetch)).data
 
     @extend_schema(
         summary="Launch an instance",

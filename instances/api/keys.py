@@ -31,14 +31,14 @@ class SSHKeyInput(serializers.Serializer):
 class TokenOutput(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields = ("id", "name", "prefix", "created_at", "last_used_at")
+        fields: tuple[str, ...] = ("id", "name", "prefix", "created_at", "last_used_at")
 
 
 class TokenCreated(TokenOutput):
     key = serializers.CharField(help_text="The token itself. Shown once: it is stored only as a hash.")
 
     class Meta(TokenOutput.Meta):
-        fields = (*TokenOutput.Meta.fields, "key")
+        fields: tuple[str, ...] = (*TokenOutput.Meta.fields, "key")
 
 
 class TokenInput(serializers.Serializer):
