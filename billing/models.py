@@ -2,7 +2,7 @@
 
 Money is Decimal. A user's balance is the sum of their ledger; `BillingAccount.balance_usd`
 caches that sum and is moved in the same transaction as every ledger insert (see
-billing.services), so reads and enforcement never aggregate the whole ledger.
+billing.services.ledger and .metering), so reads and enforcement never aggregate the whole ledger.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class UsageRecord(models.Model):
     (one per `ended` event).
 
     cost = rate_usd * max(minimum_seconds, seconds) / rate_period_seconds, rounded half-up to
-    the cent once, when the segment closes. While open, `billed_usd` (high precision) is what
-    the ledger holds for it up to the `billed_until` watermark.
+    the cent once, when the segment closes. While open, `billed_micro_usd` (`billed_usd` in
+    USD) is what the ledger holds for it up to the `billed_seconds` watermark (`billed_until`).
     """
 
     class Kind(models.TextChoices):
@@ -85,6 +85,10 @@ class UsageRecord(models.Model):
     minimum_seconds = models.PositiveIntegerField(default=0)
     billed_until = models.DateTimeField()
     billed_usd = models.DecimalField(max_digits=24, decimal_places=12, default=Decimal(0))
+    # The meter's integer watermark and what the ledger holds for the segment (micro-dollars):
+    # its arithmetic is integer on both databases; the two fields above show the same in USD.
+    billed_seconds = models.PositiveBigIntegerField(default=0)
+    billed_micro_usd = models.BigIntegerField(default=0)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)

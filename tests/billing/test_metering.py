@@ -69,7 +69,8 @@ def test_a_repeated_run_charges_nothing_more(alice, gpu_types, clock):
     assert again.ran
     assert again.entries == 0
     assert list(LedgerEntry.objects.values_list("idempotency_key", "amount_usd")) == before
-    assert selectors.balance_get(user=alice) == Decimal("-0.248333333333")  # 1.49 * 600 / 3600
+    # 1.49 * 600 / 3600 = 0.2483333…: open segments are carried in whole micro-dollars
+    assert selectors.balance_get(user=alice) == Decimal("-0.248333")
 
 
 def test_a_run_crashed_half_way_leaves_nothing_and_the_next_run_bills_everything(alice, gpu_types, clock):
@@ -138,6 +139,7 @@ def test_storage_ends_at_termination(alice, gpu_types, clock):
     assert ledger_total(storage) == Decimal("-0.75")
 
 
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="SQLite serialises writers: a second run waits")
 def test_an_overlapping_run_is_skipped(alice, gpu_types, clock, django_db_blocker):
     """A second connection holding the meter lock stands in for a run in progress."""
     import psycopg
