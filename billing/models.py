@@ -71,7 +71,10 @@ class UsageRecord(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="usage_records")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
+    # Indexed by usage_user_started; a second index on user alone would only slow the meter.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records", db_index=False
+    )
     gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     gpu_name = models.CharField(max_length=128, blank=True)
     storage_gb = models.PositiveIntegerField(null=True, blank=True)
@@ -124,18 +127,22 @@ class LedgerEntry(models.Model):
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Operator adjustment"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Every meter run appends an entry per open segment: each index here is paid per entry,
+    # so there is none that another covers (user: ledger_user_at) and none of LIKE patterns.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount_usd = models.DecimalField(max_digits=24, decimal_places=12)
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: ledger_idempotency_key_unique
     at = models.DateTimeField(default=timezone.now)
     usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
     # The PaymentIntent (top-up) or Refund id at Stripe.
     stripe_id = models.CharField(max_length=255, blank=True)
     # The top-up's PaymentIntent, on top-ups and their refunds (what is left to refund).
-    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True)
     operator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     reason = models.TextField(blank=True)
 
@@ -147,8 +154,15 @@ class LedgerEntry(models.Model):
                 condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment"]),
                 name="ledger_kind_valid",
             ),
+            models.UniqueConstraint(fields=["idempotency_key"], name="ledger_idempotency_key_unique"),
         ]
-        indexes = [models.Index(fields=["user", "-at"], name="ledger_user_at")]
+        indexes = [
+            models.Index(fields=["user", "-at"], name="ledger_user_at"),
+            models.Index(
+                fields=["payment_intent_id"], name="ledger_payment_intent", condition=~Q(payment_intent_id="")
+            ),
+            models.Index(fields=["operator"], name="ledger_operator", condition=Q(operator__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_usd:+.2f} ({self.idempotency_key})"
