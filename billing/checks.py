@@ -8,7 +8,7 @@ from django.conf import settings
 
 from billing.errors import InsufficientBalance
 from billing.selectors import balance_get
-from billing.services import money
+from billing.services.ledger import money
 
 
 def balance_covers_launch(*, user: Any, gpu_type: Any, template: Any) -> None:

@@ -2,7 +2,7 @@
 
 Money is Decimal. A user's balance is the sum of their ledger; `BillingAccount.balance_usd`
 caches that sum and is moved in the same transaction as every ledger insert (see
-billing.services), so reads and enforcement never aggregate the whole ledger.
+billing.services.ledger and .metering), so reads and enforcement never aggregate the whole ledger.
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class UsageRecord(models.Model):
     (one per `ended` event).
 
     cost = rate_usd * max(minimum_seconds, seconds) / rate_period_seconds, rounded half-up to
-    the cent once, when the segment closes. While open, `billed_usd` (high precision) is what
-    the ledger holds for it up to the `billed_until` watermark.
+    the cent once, when the segment closes. While open, `billed_micro_usd` (`billed_usd` in
+    USD) is what the ledger holds for it up to the `billed_seconds` watermark (`billed_until`).
     """
 
     class Kind(models.TextChoices):
@@ -71,7 +71,10 @@ class UsageRecord(models.Model):
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="usage_records")
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records")
+    # Indexed by usage_user_started; a second index on user alone would only slow the meter.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="usage_records", db_index=False
+    )
     gpu_type = models.ForeignKey(GpuType, on_delete=models.PROTECT, null=True, blank=True, related_name="+")
     gpu_name = models.CharField(max_length=128, blank=True)
     storage_gb = models.PositiveIntegerField(null=True, blank=True)
@@ -85,6 +88,10 @@ class UsageRecord(models.Model):
     minimum_seconds = models.PositiveIntegerField(default=0)
     billed_until = models.DateTimeField()
     billed_usd = models.DecimalField(max_digits=24, decimal_places=12, default=Decimal(0))
+    # The meter's integer watermark and what the ledger holds for the segment (micro-dollars):
+    # its arithmetic is integer on both databases; the two fields above show the same in USD.
+    billed_seconds = models.PositiveBigIntegerField(default=0)
+    billed_micro_usd = models.BigIntegerField(default=0)
     duration_seconds = models.PositiveIntegerField(null=True, blank=True)
     cost_usd = models.DecimalField(max_digits=14, decimal_places=2, null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
@@ -120,18 +127,22 @@ class LedgerEntry(models.Model):
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Operator adjustment"
 
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries")
+    # Every meter run appends an entry per open segment: each index here is paid per entry,
+    # so there is none that another covers (user: ledger_user_at) and none of LIKE patterns.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="ledger_entries", db_index=False
+    )
     kind = models.CharField(max_length=16, choices=Kind.choices)
     amount_usd = models.DecimalField(max_digits=24, decimal_places=12)
-    idempotency_key = models.CharField(max_length=200, unique=True)
+    idempotency_key = models.CharField(max_length=200)  # unique: ledger_idempotency_key_unique
     at = models.DateTimeField(default=timezone.now)
     usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
     # The PaymentIntent (top-up) or Refund id at Stripe.
     stripe_id = models.CharField(max_length=255, blank=True)
     # The top-up's PaymentIntent, on top-ups and their refunds (what is left to refund).
-    payment_intent_id = models.CharField(max_length=255, blank=True, db_index=True)
+    payment_intent_id = models.CharField(max_length=255, blank=True)
     operator = models.ForeignKey(
-        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+"
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, null=True, blank=True, related_name="+", db_index=False
     )
     reason = models.TextField(blank=True)
 
@@ -143,8 +154,15 @@ class LedgerEntry(models.Model):
                 condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment"]),
                 name="ledger_kind_valid",
             ),
+            models.UniqueConstraint(fields=["idempotency_key"], name="ledger_idempotency_key_unique"),
         ]
-        indexes = [models.Index(fields=["user", "-at"], name="ledger_user_at")]
+        indexes = [
+            models.Index(fields=["user", "-at"], name="ledger_user_at"),
+            models.Index(
+                fields=["payment_intent_id"], name="ledger_payment_intent", condition=~Q(payment_intent_id="")
+            ),
+            models.Index(fields=["operator"], name="ledger_operator", condition=Q(operator__isnull=False)),
+        ]
 
     def __str__(self) -> str:
         return f"{self.kind} {self.amount_usd:+.2f} ({self.idempotency_key})"

@@ -12,7 +12,7 @@ from django.dispatch import receiver
 from django.utils import timezone
 from djstripe.signals import webhook_pre_process, webhook_pre_validate
 
-from billing.services import gpu_rate_record
+from billing.services.prices import gpu_rate_record
 from billing.webhooks import webhook_pre_process as handle_webhook
 from instances.models import GpuType
 
@@ -20,7 +20,8 @@ from instances.models import GpuType
 @receiver(pre_save, sender=GpuType, dispatch_uid="billing.record_rate_change")
 def record_rate_change(sender: Any, instance: GpuType, raw: bool = False, **kwargs: Any) -> None:
     # Price edits made anywhere (the admin, a shell) enter the history billing prices
-    # segments from; billing.services.gpu_type_rate_set records its own.
+    # segments from; gpu_type_rate_set records its own at its `now` first, and then
+    # gpu_rate_record finds the change already there and records nothing.
     if raw or instance.pk is None:
         return
     old = GpuType.objects.filter(pk=instance.pk).values_list("rate_per_hour", flat=True).first()

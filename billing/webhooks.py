@@ -56,7 +56,7 @@ def webhook_event_callback(trigger: Any, api_key: str | None = None) -> None:
     elif kind == "charge.refunded":
         for refund in (obj.get("refunds") or {}).get("data") or []:
             _refunded({**refund, "payment_intent": refund.get("payment_intent") or obj.get("payment_intent")}, obj)
-    elif kind in ("refund.created", "charge.refund.updated", "refund.updated"):
+    elif kind in ("refund.created", "charge.refund.updated", "refund.updated", "refund.failed"):
         _refunded(obj, obj)
     else:
         logger.info("stripe event %s ignored", kind)
@@ -99,8 +99,19 @@ def _payment_succeeded(intent: dict) -> None:
     logger.info("payment %s %s", intent["id"], "credited" if entry else "already credited")
 
 
+# A refund is debited as soon as Stripe reports it (pending included: the money is on
+# its way out) and credited back if Stripe later reports that it failed or was canceled.
+_REFUND_DEBITED = (None, "succeeded", "pending")
+_REFUND_REVERSED = ("failed", "canceled")
+
+
 def _refunded(refund: dict, source: dict) -> None:
-    if refund.get("status") not in (None, "succeeded", "pending"):
+    status = refund.get("status")
+    if status in _REFUND_REVERSED:
+        entry = services.refund_reverse(refund_id=refund["id"])
+        logger.info("refund %s %s: %s", refund["id"], status, "credited back" if entry else "nothing to reverse")
+        return
+    if status not in _REFUND_DEBITED:
         return
     payment_intent_id = refund.get("payment_intent") or ""
     if isinstance(payment_intent_id, dict):

@@ -3,12 +3,31 @@ read on the host: instances.services.logs.)"""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
-from django.db.models import Count, Min, Prefetch, Q, QuerySet, Window
+from django.db.models import (
+    BooleanField,
+    Case,
+    CharField,
+    Count,
+    F,
+    Max,
+    Min,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+    When,
+    Window,
+)
+from django.db.models.fields.json import KT
+from django.db.models.functions import Coalesce
 
 from instances.errors import NotFound
-from instances.models import GpuType, Host, Instance, InstanceEvent, PortBinding
+from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding
 
 
 def instance_list(*, user: Any) -> QuerySet[Instance]:
@@ -106,3 +125,65 @@ def gpu_type_memory_mb(*, gpu_types: QuerySet[GpuType] | None = None) -> dict[st
 
 def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:
     return instance.events.select_related("actor").order_by("at", "id")
+
+
+# -- facts billing reads
+# Billing is level-driven: it reads the lifecycle's facts (the running segments the
+# timeline records, their owners, GPUs and disks) here, so the event kinds and tables
+# of instances stay named in one app. The querysets are composable: billing compiles
+# them into its own set-based statements (no rows come back to Python).
+
+# A running segment opens at `started` and ends at the next `ended` (the container's real
+# finish time when the reconciler found it dead). A stored workspace (storage billing)
+# opens at `ended` and ends at the next start, the termination or the workspace's removal.
+SEGMENT_OPENING_KINDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.ENDED)
+_RUNNING_ENDS = (InstanceEvent.Kind.ENDED,)
+_STORED_ENDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.TERMINATED, InstanceEvent.Kind.WORKSPACE_REMOVED)
+
+
+def segment_starts(*, after_event_id: int, until: datetime) -> QuerySet[InstanceEvent]:
+    """Events that open a segment, above `after_event_id` and at or before `until`, each
+    annotated with what billing prices it by: `running` (a GPU segment, else storage),
+    `owner_id`, `gpu_type_id`, `storage_gb`, `gpu_type_rate_per_hour` (the type's rate
+    now) and `gpu_name` (the GPU the worker recorded in the event's data, else the type's
+    display name; "" for storage)."""
+    ran_on = Gpu.objects.filter(uuid=OuterRef("gpu_uuid")).values("name")[:1]
+    running = Q(kind=InstanceEvent.Kind.STARTED)
+    return (
+        InstanceEvent.objects.filter(id__gt=after_event_id, kind__in=SEGMENT_OPENING_KINDS, at__lte=until)
+        .annotate(gpu_uuid=KT("data__gpu"))
+        .annotate(
+            running=Case(When(running, then=Value(True)), default=Value(False), output_field=BooleanField()),
+            owner_id=F("instance__owner_id"),
+            gpu_type_id=F("instance__gpu_type_id"),
+            storage_gb=F("instance__storage_gb"),
+            gpu_type_rate_per_hour=F("instance__gpu_type__rate_per_hour"),
+            gpu_name=Case(
+                When(running, then=Coalesce(Subquery(ran_on), F("instance__gpu_type__display_name"))),
+                default=Value(""),
+                output_field=CharField(),
+            ),
+        )
+        .order_by()
+    )
+
+
+def segment_ends(*, instance_id: Any, after_event_id: Any, running: bool, until: datetime) -> QuerySet[InstanceEvent]:
+    """The events that end a segment of `instance_id` opened by `after_event_id` (values or
+    OuterRef), at or before `until`, first one first."""
+    # `id + 0`: only the per-instance index may drive this lookup. With a bare `id` the
+    # planner was seen walking the primary key (or the kind/at index) from the segment's
+    # start once per open segment.
+    return (
+        InstanceEvent.objects.filter(
+            instance_id=instance_id, kind__in=_RUNNING_ENDS if running else _STORED_ENDS, at__lte=until
+        )
+        .alias(seq=F("id") + 0)
+        .filter(seq__gt=after_event_id)
+        .order_by("seq")
+    )
+
+
+def event_id_latest() -> int:
+    """The highest event id committed so far (0 without events)."""
+    return InstanceEvent.objects.aggregate(latest=Max("id"))["latest"] or 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
@@ -27,9 +28,7 @@ def run(user, gpu_type, start: datetime, seconds: int) -> None:
 
 def test_balance_is_shown_to_the_cent(api, alice):
     credit(alice, "20.00")
-    services.ledger_post(
-        user_id=alice.pk, kind="gpu-usage", amount_usd=services.FINE * -4_000_000_000, idempotency_key="x"
-    )
+    services.ledger_post(user_id=alice.pk, kind="gpu-usage", amount_usd=Decimal("-0.004"), idempotency_key="x")
     body = api.get("/api/billing/balance").json()
     assert body == {"balance_usd": "20.00", "currency": "usd", "topup_min_usd": "5.00", "topup_max_usd": "5000.00"}
 

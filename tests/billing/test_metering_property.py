@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
-import pytest
 from django.conf import settings
 from django.db import transaction
 from hypothesis import HealthCheck, given, note
@@ -56,18 +55,14 @@ ops = st.lists(
 )
 
 
-def _portable(*, now, interrupt=None):
-    return services._meter_run_portable(now=now, interrupt=interrupt or services._no_interrupt)
-
-
-# "sql": the PostgreSQL statements; "portable": the row-by-row path of the SQLite quick start.
-@pytest.mark.parametrize("meter", [services.meter_run, _portable], ids=["sql", "portable"])
+# One meter for both databases: this runs on the suite's PostgreSQL, and on SQLite (the
+# quick start's database) through tests/billing/test_metering_sqlite.py.
 @hsettings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=ops)
-def test_every_segment_is_billed_exactly_once_to_the_cent(db, gpu_types, meter, ops):
+def test_every_segment_is_billed_exactly_once_to_the_cent(db, gpu_types, ops):
     with transaction.atomic():
         note(f"ops={ops!r}")
-        _run(ops, gpu_types, meter)
+        _run(ops, gpu_types, services.meter_run)
         transaction.set_rollback(True)  # each example starts from the same empty ledger
 
 

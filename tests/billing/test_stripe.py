@@ -137,6 +137,45 @@ def test_out_of_order_deliveries_end_at_the_same_balance(client, alice, webhook_
     assert LedgerEntry.objects.filter(user=alice).count() == 2
 
 
+def _refund_object(*, refund_id: str, pi_id: str, amount_cents: int, status: str) -> dict:
+    return {"id": refund_id, "object": "refund", "amount": amount_cents, "payment_intent": pi_id, "status": status}
+
+
+@pytest.mark.parametrize("outcome", ["failed", "canceled"])
+def test_a_pending_refund_that_fails_later_is_credited_back_once(client, alice, webhook_endpoint, outcome):
+    paid = event_payload("payment_intent.succeeded", payment_intent(pi_id="pi_p", user_id=alice.pk, amount_cents=4000))
+    post_webhook(client, webhook_endpoint, paid, sign(paid))
+    pending = event_payload(
+        "refund.created", _refund_object(refund_id="re_p", pi_id="pi_p", amount_cents=1500, status="pending")
+    )
+    assert post_webhook(client, webhook_endpoint, pending, sign(pending)).status_code == HTTPStatus.OK
+    assert selectors.balance_get(user=alice) == Decimal("25.00")
+
+    failed = event_payload(
+        "refund.updated", _refund_object(refund_id="re_p", pi_id="pi_p", amount_cents=1500, status=outcome)
+    )
+    for body in (failed, failed, pending):
+        assert post_webhook(client, webhook_endpoint, body, sign(body)).status_code == HTTPStatus.OK
+    reversal = LedgerEntry.objects.get(idempotency_key="refund-reversal:re_p")
+    assert reversal.amount_usd == Decimal("15.00")
+    assert reversal.user == alice
+    assert LedgerEntry.objects.filter(user=alice, kind="refund").count() == 2
+    assert selectors.balance_get(user=alice) == Decimal("40.00")
+    assert selectors.balance_from_ledger(user=alice) == Decimal("40.00")
+
+
+def test_a_refund_that_fails_before_it_was_debited_posts_nothing(client, alice, webhook_endpoint):
+    paid = event_payload("payment_intent.succeeded", payment_intent(pi_id="pi_f", user_id=alice.pk, amount_cents=2000))
+    post_webhook(client, webhook_endpoint, paid, sign(paid))
+    failed = event_payload(
+        "refund.failed", _refund_object(refund_id="re_f", pi_id="pi_f", amount_cents=2000, status="failed")
+    )
+    for _ in range(2):
+        assert post_webhook(client, webhook_endpoint, failed, sign(failed)).status_code == HTTPStatus.OK
+    assert not LedgerEntry.objects.filter(user=alice, kind="refund").exists()
+    assert selectors.balance_get(user=alice) == Decimal("20.00")
+
+
 def test_another_currency_is_not_credited(client, alice, webhook_endpoint):
     body = event_payload(
         "payment_intent.succeeded", payment_intent(pi_id="pi_eur", user_id=alice.pk, amount_cents=900, currency="eur")
