@@ -77,12 +77,12 @@ class EpochMicroseconds(Func):
     arity = 1
     output_field = BigIntegerField()
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
         sql, params = compiler.compile(self.source_expressions[0])
         # EXTRACT gives an exact numeric (PostgreSQL 14+), microseconds included.
         return f"(EXTRACT(EPOCH FROM {sql}) * 1000000)::bigint", list(params)
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         sql, params = compiler.compile(self.source_expressions[0])
         # Django keeps a datetime as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'; strftime('%s')
         # drops the fraction, which is the six digits from position 21 (or none).
@@ -98,11 +98,11 @@ class PlusSeconds(Func):
     arity = 2
     output_field = DateTimeField()
 
-    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_postgresql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, Any]:
         (at, at_params), (secs, secs_params) = (compiler.compile(e) for e in self.source_expressions)
         return f"({at} + {secs} * INTERVAL '1 second')", [*at_params, *secs_params]
 
-    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list]:
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         (at, at_params), (secs, secs_params) = (compiler.compile(e) for e in self.source_expressions)
         # Whole seconds leave the fraction as it was: add them to the part before it, so
         # SQLite's millisecond clock never rounds it, and put the six digits back.
@@ -166,7 +166,7 @@ def _insert_from(model: type[Model], columns: dict[str, Any], source: QuerySet, 
     select = source.order_by().values(**{f"c{i}": expr for i, expr in enumerate(columns.values())})
     sql, params = select.query.sql_with_params()
     quote = connection.ops.quote_name
-    names = ", ".join(quote(model._meta.get_field(name).column) for name in columns)
+    names = ", ".join(quote(model._meta.get_field(name).column) for name in columns)  # type: ignore[union-attr, arg-type]  # concrete fields
     with connection.cursor() as cur:
         cur.execute(f"INSERT INTO {quote(model._meta.db_table)} ({names}) {sql} {on_conflict}", params)
         return cur.rowcount
