@@ -1,8 +1,8 @@
 """The catalog API: every customer reads it; staff may add, edit and remove entries.
 
-Customers can only ever launch what is here, so writes are staff-only and checked:
-ports must be well-formed, and only capabilities from a short allow-list can be
-added back after `cap_drop=ALL`.
+Customers can only ever launch what is here, so writes need staff and the model's
+permission (`templates_app.add_template` / `change_template` / `delete_template`), and
+every written field passes templates_app.validation, the check the admin's form runs too.
 """
 
 from __future__ import annotations
@@ -15,14 +15,9 @@ from rest_framework import generics, permissions, serializers
 from rest_framework.request import Request
 
 from gpucloud.errors import error_responses
-from templates_app.catalog import SSHD_CAPS
 from templates_app.errors import TemplateInUse
 from templates_app.models import Template
-
-# Capabilities staff may grant a template: what sshd needs, plus file-ownership ones
-# some images use at start. Never SYS_ADMIN, NET_ADMIN, SYS_PTRACE and the like.
-ALLOWED_CAPS = frozenset([*SSHD_CAPS, "FOWNER", "FSETID", "DAC_OVERRIDE"])
-PROTOCOLS = ("tcp", "http")
+from templates_app.validation import ALLOWED_CAPS, PROTOCOLS, template_problems
 
 
 class PortSerializer(serializers.Serializer):
@@ -61,23 +56,25 @@ class TemplateSerializer(serializers.ModelSerializer):
             "sort_order",
         )
 
-    def validate_ports(self, value: list[dict]) -> list[dict]:
-        names = [p["name"] for p in value]
-        if len(set(names)) != len(names):
-            raise serializers.ValidationError("Port names must be unique.")
-        return value
-
-    def validate_volume_path(self, value: str) -> str:
-        if not value.startswith("/") or ".." in value.split("/"):
-            raise serializers.ValidationError("Must be an absolute path without '..'.")
-        return value
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """The catalog's one check (templates_app.validation), shared with the admin."""
+        problems = template_problems(values=attrs)
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
 
 
-class IsStaffOrReadOnly(permissions.BasePermission):
+class CatalogPermission(permissions.DjangoModelPermissions):
+    """Reads for every authenticated user; a write needs staff *and* the model's
+    permission for it (add / change / delete), so a staff user given only some of the
+    catalog's permissions in the admin has only those here too."""
+
     def has_permission(self, request: Request, view: Any) -> bool:
         if not (request.user and request.user.is_authenticated):
             return False
-        return request.method in permissions.SAFE_METHODS or bool(request.user.is_staff)
+        if request.method in permissions.SAFE_METHODS:
+            return True
+        return bool(request.user.is_staff) and super().has_permission(request, view)
 
 
 def _templates(request: Request) -> QuerySet[Template]:
@@ -98,7 +95,7 @@ def _templates(request: Request) -> QuerySet[Template]:
 )
 class TemplateListApi(generics.ListCreateAPIView):
     serializer_class = TemplateSerializer
-    permission_classes = (IsStaffOrReadOnly,)
+    permission_classes = (CatalogPermission,)
 
     def get_queryset(self) -> QuerySet[Template]:
         return _templates(self.request)
@@ -121,7 +118,7 @@ class TemplateListApi(generics.ListCreateAPIView):
 )
 class TemplateDetailApi(generics.RetrieveUpdateDestroyAPIView):
     serializer_class = TemplateSerializer
-    permission_classes = (IsStaffOrReadOnly,)
+    permission_classes = (CatalogPermission,)
     lookup_field = "slug"
     http_method_names = ("get", "patch", "delete", "head", "options")
 
