@@ -17,7 +17,7 @@ from rest_framework.request import Request
 from gpucloud.errors import error_responses
 from templates_app.errors import TemplateInUse
 from templates_app.models import Template
-from templates_app.validation import ALLOWED_CAPS, PROTOCOLS, template_problems
+from templates_app.validation import ALLOWED_CAPS, PROTOCOLS, TEMPLATE_FIELDS, template_problems
 
 
 class PortSerializer(serializers.Serializer):
@@ -39,22 +39,7 @@ class TemplateSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = Template
-        fields = (
-            "slug",
-            "name",
-            "category",
-            "description",
-            "image",
-            "ports",
-            "env",
-            "command",
-            "access_methods",
-            "cap_add",
-            "min_gpu_memory_mb",
-            "volume_path",
-            "enabled",
-            "sort_order",
-        )
+        fields = TEMPLATE_FIELDS
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         """The catalog's one check (templates_app.validation), shared with the admin."""

@@ -48,6 +48,24 @@ RESERVED_ENV_NAMES = frozenset(
     }
 )
 
+# What a catalog writer sets, through the API's serializer and the admin's form alike.
+TEMPLATE_FIELDS = (
+    "slug",
+    "name",
+    "category",
+    "description",
+    "image",
+    "ports",
+    "env",
+    "command",
+    "access_methods",
+    "cap_add",
+    "min_gpu_memory_mb",
+    "volume_path",
+    "enabled",
+    "sort_order",
+)
+
 ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 ENV_VALUE_MAX = 4096
 PROTOCOLS = ("tcp", "http")

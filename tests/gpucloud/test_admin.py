@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from http import HTTPStatus
 
 import pytest
@@ -11,6 +12,8 @@ from django.urls import reverse
 
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import instance_launch
+from templates_app.models import Template
+from templates_app.validation import TEMPLATE_FIELDS
 from tests.factories import GpuFactory, InstanceFactory, TemplateFactory, UserFactory
 from tests.processes import wait_until
 
@@ -238,3 +241,72 @@ def test_an_operators_stop_from_the_admin_is_carried_out_by_the_worker(celery_wo
     (event,) = operator_events(instance, InstanceEvent.Kind.STOP_REQUESTED)
     assert event.actor == olga
     assert instance.events.filter(kind=InstanceEvent.Kind.ENDED).exists()
+
+
+# -- the catalog's form: the same check as the API (templates_app.validation) --------------
+JSON_FIELDS = ("ports", "env", "command", "access_methods", "cap_add")
+
+
+def template_form(template: Template, **changes) -> dict[str, object]:
+    """The admin's change form for `template` as a browser posts it, with `changes`."""
+    data: dict[str, object] = {f: getattr(template, f) for f in TEMPLATE_FIELDS if f != "enabled"}
+    data.update(changes)
+    for field in JSON_FIELDS:
+        data[field] = json.dumps(data[field])
+    if template.enabled:
+        data["enabled"] = "on"
+    return data
+
+
+def staff(username: str, *codenames: str):
+    user = UserFactory(username=username, is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(codename__in=codenames))
+    return user
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"cap_add": ["ALL", "SYS_ADMIN", "SYS_MODULE"]},
+        {"cap_add": ["CHOWN", "NET_ADMIN"]},
+        {"env": {"LD_PRELOAD": "/workspace/evil.so"}},
+        {"env": {"PYTHONPATH": "/workspace"}},
+        {"env": {"BASH_ENV": "/workspace/x.sh"}},
+        {"volume_path": "/workspace/../../etc"},
+        {"volume_path": "/workspace:/host"},
+        {"image": "Evil/Miner:latest"},
+        {"image": "--privileged"},
+        {"ports": [{"name": "ssh", "port": 70000, "protocol": "udp"}]},
+    ],
+    ids=repr,
+)
+def test_the_template_form_refuses_what_the_api_refuses(client, changes):
+    """A staff user with only `change_template` (the case of issue 16) saves nothing of it."""
+    template = TemplateFactory()
+    before = Template.objects.values().get(pk=template.pk)
+    client.force_login(staff("tess", "view_template", "change_template"))
+    url = reverse("admin:templates_app_template_change", args=[template.pk])
+    response = client.post(url, template_form(template, **changes))
+    assert response.status_code == HTTPStatus.OK  # the form again, with its errors; no redirect
+    (field,) = changes
+    assert response.context["adminform"].form.errors.get(field), response.context["adminform"].form.errors
+    assert Template.objects.values().get(pk=template.pk) == before
+
+
+def test_the_template_form_saves_an_allowed_change_and_adds_a_checked_template(client, olga):
+    template = TemplateFactory()
+    client.force_login(olga)
+    url = reverse("admin:templates_app_template_change", args=[template.pk])
+    changes = {"cap_add": ["CHOWN", "FOWNER"], "env": {"HF_HOME": "/workspace/hf"}, "image": "gpucloud/jax:0.4"}
+    assert client.post(url, template_form(template, **changes)).status_code == HTTPStatus.FOUND
+    template.refresh_from_db()
+    assert (template.cap_add, template.env, template.image) == (
+        ["CHOWN", "FOWNER"],
+        {"HF_HOME": "/workspace/hf"},
+        "gpucloud/jax:0.4",
+    )
+
+    add = reverse("admin:templates_app_template_add")
+    hostile = template_form(template, slug="evil", cap_add=["SYS_ADMIN"])
+    assert client.post(add, hostile).status_code == HTTPStatus.OK
+    assert not Template.objects.filter(slug="evil").exists()
