@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django import forms
 from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
@@ -7,6 +8,8 @@ from django.utils.html import format_html, format_html_join
 
 from instances.admin_lifecycle import InstanceLifecycleAdmin
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
+
+HOST_NETWORK_PERMISSION = "instances.change_host_network"
 
 
 def _active_instances() -> QuerySet[Instance]:
@@ -37,6 +40,27 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ("name", "public_address")
     readonly_fields = ("preflight_status", "last_heartbeat_at", "facts", "created_at")
     inlines = [GpuInline]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> tuple[str, ...]:
+        """Where customers' SSH commands and Jupyter links point, and which engine the
+        host is driven through, only for holders of `instances.change_host_network`:
+        whoever sets them can send customers' logins and tokens elsewhere."""
+        fields = tuple(super().get_readonly_fields(request, obj))
+        if request.user.has_perm(HOST_NETWORK_PERMISSION):
+            return fields
+        return (*fields, *Host.NETWORK_FIELDS)
+
+    def save_model(self, request: HttpRequest, obj: Host, form: forms.ModelForm, change: bool) -> None:
+        """Save, then write each network change, old and new value, to the admin's log
+        (Django's LogEntry, beside the entry naming the changed fields)."""
+        changes = [
+            f"{field}: {form.initial.get(field)!r} → {form.cleaned_data[field]!r}"
+            for field in Host.NETWORK_FIELDS
+            if change and field in form.changed_data
+        ]
+        super().save_model(request, obj, form, change)
+        if changes:
+            self.log_change(request, obj, "Network changed: " + "; ".join(changes))
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Host]:
         return super().get_queryset(request).annotate(gpu_total=Count("gpus"))
@@ -297,7 +321,17 @@ class SSHKeyAdmin(admin.ModelAdmin):
     list_filter = ("key_type",)
     search_fields = ("name", "owner__username", "fingerprint")
     list_select_related = ("owner",)
-    readonly_fields = ("key_type", "bits", "fingerprint", "created_at")
+    readonly_fields = ("owner", "name", "public_key", "key_type", "bits", "fingerprint", "created_at")
+
+    # A key is its owner's way into their containers: staff who could add one for a
+    # customer, or replace the customer's, could log into the customer's instances. So
+    # keys are made only by their owner; deleting one (a leaked key) stays with
+    # `delete_sshkey`, since it only takes access away.
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
 
 
 @admin.register(ApiToken)

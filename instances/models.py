@@ -29,8 +29,15 @@ class Host(models.Model):
     facts = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
+    # Where customers are sent (SSH commands, Jupyter links) and which engine runs their
+    # containers: changed only with the permission below (instances.admin.HostAdmin).
+    NETWORK_FIELDS = ("public_address", "bind_address", "docker_url")
+
     class Meta:
         ordering = ("name",)
+        permissions = [
+            ("change_host_network", "Can change a host's public address, bind address and Docker engine URL"),
+        ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=["online", "draining", "offline"]), name="host_status_valid"),
             models.CheckConstraint(

@@ -6,15 +6,18 @@ from http import HTTPStatus
 import pytest
 from django.contrib import admin
 from django.contrib.admin.helpers import ACTION_CHECKBOX_NAME
+from django.contrib.admin.models import CHANGE, LogEntry
 from django.contrib.auth.models import Permission
 from django.contrib.messages import get_messages
 from django.urls import reverse
 
-from instances.models import Instance, InstanceEvent, PortBinding
+from instances.access.sshkeys import sshkey_create
+from instances.models import Host, Instance, InstanceEvent, PortBinding, SSHKey
 from instances.services import instance_launch
 from templates_app.models import Template
 from templates_app.validation import TEMPLATE_FIELDS
-from tests.factories import GpuFactory, InstanceFactory, TemplateFactory, UserFactory
+from tests.api.keygen import ed25519_pub
+from tests.factories import GpuFactory, HostFactory, InstanceFactory, TemplateFactory, UserFactory
 from tests.processes import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -310,3 +313,68 @@ def test_the_template_form_saves_an_allowed_change_and_adds_a_checked_template(c
     hostile = template_form(template, slug="evil", cap_add=["SYS_ADMIN"])
     assert client.post(add, hostile).status_code == HTTPStatus.OK
     assert not Template.objects.filter(slug="evil").exists()
+
+
+# -- customers' SSH keys: read-only in the admin ----------------------------------------------
+def test_staff_cannot_add_or_replace_a_customers_ssh_key_but_may_delete_it(client, olga, alice):
+    key = sshkey_create(user=alice, name="laptop", public_key=ed25519_pub())
+    before = SSHKey.objects.values().get(pk=key.pk)
+    client.force_login(olga)  # a superuser: even all permissions do not make keys writable
+    change = reverse("admin:instances_sshkey_change", args=[key.pk])
+    page = client.get(change)
+    assert page.status_code == HTTPStatus.OK
+    assert 'name="_save"' not in page.content.decode()  # shown, not editable
+
+    planted = {"owner": olga.pk, "name": "laptop", "public_key": ed25519_pub()}
+    assert client.post(change, planted).status_code == HTTPStatus.FORBIDDEN
+    add = reverse("admin:instances_sshkey_add")
+    assert client.post(add, {**planted, "owner": alice.pk, "name": "staff"}).status_code == HTTPStatus.FORBIDDEN
+    assert list(SSHKey.objects.values()) == [before]
+
+    # Deleting a (say, leaked) key only takes access away: allowed.
+    delete = reverse("admin:instances_sshkey_delete", args=[key.pk])
+    assert client.post(delete, {"post": "yes"}).status_code == HTTPStatus.FOUND
+    assert not SSHKey.objects.exists()
+
+
+# -- a host's network fields: a permission of their own, every change logged ------------------
+def host_form(host: Host, **changes) -> dict[str, object]:
+    """The admin's host form as a browser posts it (no GPU rows in its inline)."""
+    fields = ("name", "docker_url", "public_address", "bind_address", "port_range_start", "port_range_end", "status")
+    management = {f"gpus-{k}": v for k, v in (("TOTAL_FORMS", 0), ("INITIAL_FORMS", 0), ("MAX_NUM_FORMS", 1000))}
+    return {**{f: getattr(host, f) for f in fields}, **management, **changes}
+
+
+def test_host_network_fields_need_their_own_permission(client):
+    host = HostFactory(public_address="gpu.example.com", docker_url="unix:///var/run/docker.sock")
+    operator = staff("hank", "view_host", "change_host")
+    client.force_login(operator)
+    url = reverse("admin:instances_host_change", args=[host.pk])
+    hostile = {"public_address": "evil.example.net", "docker_url": "tcp://10.0.0.9:2375", "bind_address": "10.0.0.9"}
+    response = client.post(url, host_form(host, status="draining", **hostile))
+    assert response.status_code == HTTPStatus.FOUND  # the rest of the form still saves
+    host.refresh_from_db()
+    assert host.status == "draining"
+    assert (host.public_address, host.docker_url, host.bind_address) == (
+        "gpu.example.com",
+        "unix:///var/run/docker.sock",
+        "127.0.0.1",
+    )
+    assert not LogEntry.objects.filter(change_message__contains="Network changed").exists()
+
+
+def test_a_host_network_change_by_a_permitted_operator_is_logged_with_old_and_new_values(client):
+    host = HostFactory(public_address="gpu.example.com")
+    networker = staff("nora", "view_host", "change_host", "change_host_network")
+    client.force_login(networker)
+    url = reverse("admin:instances_host_change", args=[host.pk])
+    response = client.post(url, host_form(host, public_address="gpu2.example.com", docker_url="tcp://127.0.0.1:2376"))
+    assert response.status_code == HTTPStatus.FOUND
+    host.refresh_from_db()
+    assert (host.public_address, host.docker_url) == ("gpu2.example.com", "tcp://127.0.0.1:2376")
+    (entry,) = LogEntry.objects.filter(object_id=str(host.pk), change_message__contains="Network changed")
+    assert (entry.user, entry.action_flag) == (networker, CHANGE)
+    message = entry.get_change_message()
+    assert "public_address: 'gpu.example.com' → 'gpu2.example.com'" in message
+    assert "docker_url: 'unix:///var/run/docker.sock' → 'tcp://127.0.0.1:2376'" in message
+    assert "bind_address" not in message  # unchanged
