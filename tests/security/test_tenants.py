@@ -20,6 +20,7 @@ from django.conf import settings
 
 from instances import services
 from instances.access.crypto import decrypt
+from instances.errors import RuntimeFailure
 from instances.host.runtime import ContainerSpec, DockerRuntime
 from instances.host.workspaces import workspace_path
 from instances.models import Gpu, Instance
@@ -312,6 +313,15 @@ def test_a_real_gpu_is_requested_by_its_uuid_alone_whatever_the_image_asks(db, a
     assert args["privileged"] is False
     assert args["cap_drop"] == ["ALL"]
     assert isinstance(spec, ContainerSpec)
+
+
+def test_a_template_row_with_a_capability_outside_the_allow_list_makes_no_container(db, alice, this_host):
+    """Written around the API and the admin (straight to the row): the spec refuses it."""
+    template = TemplateFactory(slug="hostile-caps", cap_add=["CHOWN", "SYS_ADMIN", "ALL"])
+    gpu = this_host.gpus.get(index=0)
+    instance = InstanceFactory(owner=alice, template=template, gpu_type=gpu.gpu_type, gpu=gpu, host=this_host)
+    with pytest.raises(RuntimeFailure, match="ALL, SYS_ADMIN"):
+        container_spec(instance=instance, workspace="/tmp/ws")
 
 
 def _assert_unprivileged(attrs: dict) -> None:
