@@ -413,4 +413,5 @@ CELERY_BEAT_SCHEDULE = {
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
+    "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
 }

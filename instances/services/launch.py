@@ -234,6 +234,15 @@ def launch_key_replay(*, user: Any, key: str, fingerprint: str) -> Instance | No
     return found.instance
 
 
+def launch_keys_purge() -> int:
+    """Delete every launch key older than GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS (a beat job:
+    a keyed launch purges its own user's keys, this bounds everyone else's). Returns how
+    many were deleted."""
+    expired_at = timezone.now() - timedelta(seconds=settings.GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS)
+    deleted, _ = LaunchKey.objects.filter(created_at__lt=expired_at).delete()
+    return deleted
+
+
 def _launch_key_claim(*, user: Any, key: str, fingerprint: str) -> LaunchKey | None:
     """Record the key (its instance set later in the same transaction); None without one.
     Raises _KeyTaken when another launch recorded it first."""

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from instances.access.tokens import token_create
 from instances.models import Instance, LaunchKey
+from instances.tasks import launch_keys_expire
 from tests.api.helpers import token_client
 
 LAUNCH = {"template": "test-sshd", "gpu": "rtx-5090", "storage": 20, "access": ["ssh", "jupyter"]}
@@ -82,6 +83,16 @@ def test_an_expired_key_launches_anew(alice_api, ready):
     assert again.status_code == HTTPStatus.ACCEPTED, again.content
     assert again.json()["id"] != first.json()["id"]
     assert LaunchKey.objects.get().instance.public_id == again.json()["id"]
+
+
+def test_the_beat_job_deletes_only_expired_keys(alice_api, bob_api, ready):
+    post(alice_api, LAUNCH, "old")
+    post(bob_api, {**LAUNCH, "gpu": "rtx-pro-6000"}, "fresh")
+    ttl = settings.GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS
+    LaunchKey.objects.filter(key="old").update(created_at=timezone.now() - timedelta(seconds=ttl + 1))
+    assert launch_keys_expire() == 1
+    assert list(LaunchKey.objects.values_list("key", flat=True)) == ["fresh"]
+    assert "instances.tasks.launch_keys_expire" in {j["task"] for j in settings.CELERY_BEAT_SCHEDULE.values()}
 
 
 @pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "a\tb"])
