@@ -9,4 +9,4 @@ RUN DEBUG=1 python manage.py collectstatic --noinput -v0
 RUN useradd --system --uid 10001 gpucloud && chown -R gpucloud /app/var
 USER gpucloud
 EXPOSE 8000
-CMD ["gunicorn", "gpucloud.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--access-logfile", "-"]
+CMD ["gunicorn", "gpucloud.wsgi", "-b", "0.0.0.0:8000", "-w", "4", "--timeout", "30", "--access-logfile", "-"]

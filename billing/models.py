@@ -126,6 +126,7 @@ class LedgerEntry(models.Model):
         STORAGE = "storage", "Storage"
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Operator adjustment"
+        DISPUTE = "dispute", "Dispute (chargeback)"
 
     # Every meter run appends an entry per open segment: each index here is paid per entry,
     # so there is none that another covers (user: ledger_user_at) and none of LIKE patterns.
@@ -137,7 +138,7 @@ class LedgerEntry(models.Model):
     idempotency_key = models.CharField(max_length=200)  # unique: ledger_idempotency_key_unique
     at = models.DateTimeField(default=timezone.now)
     usage = models.ForeignKey(UsageRecord, on_delete=models.PROTECT, null=True, blank=True, related_name="entries")
-    # The PaymentIntent (top-up) or Refund id at Stripe.
+    # The PaymentIntent (top-up), Refund or Dispute id at Stripe.
     stripe_id = models.CharField(max_length=255, blank=True)
     # The top-up's PaymentIntent, on top-ups and their refunds (what is left to refund).
     payment_intent_id = models.CharField(max_length=255, blank=True)
@@ -151,7 +152,7 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment"]),
+                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment", "dispute"]),
                 name="ledger_kind_valid",
             ),
             models.UniqueConstraint(fields=["idempotency_key"], name="ledger_idempotency_key_unique"),

@@ -7,8 +7,8 @@ valid one, sends `djstripe.signals.webhook_pre_process` inside its transaction
 setting this used to hang on is deprecated and fails `check --deploy`). We handle the
 payload here, then record the Event row ourselves: dj-stripe's own processing skips an
 event it already has, so its object sync, which would call back to Stripe for every
-event, never runs. Credits and debits are keyed by the PaymentIntent / Refund id, so
-duplicate and out-of-order deliveries post nothing more.
+event, never runs. Credits and debits are keyed by the PaymentIntent / Refund / Dispute
+id, so duplicate and out-of-order deliveries post nothing more.
 """
 
 from __future__ import annotations
@@ -58,6 +58,10 @@ def webhook_event_callback(trigger: Any, api_key: str | None = None) -> None:
             _refunded({**refund, "payment_intent": refund.get("payment_intent") or obj.get("payment_intent")}, obj)
     elif kind in ("refund.created", "charge.refund.updated", "refund.updated", "refund.failed"):
         _refunded(obj, obj)
+    elif kind in ("charge.dispute.created", "charge.dispute.funds_withdrawn"):
+        _dispute_opened(obj)
+    elif kind == "charge.dispute.closed":
+        _dispute_closed(obj)
     else:
         logger.info("stripe event %s ignored", kind)
     trigger.processed = True
@@ -126,3 +130,54 @@ def _refunded(refund: dict, source: dict) -> None:
         amount_usd=_cents(refund.get("amount") or 0),
         payment_intent_id=payment_intent_id,
     )
+
+
+def _id(value: Any) -> str:
+    # Stripe sends a related object as its id, or expanded as a dict.
+    if isinstance(value, dict):
+        return str(value.get("id") or "")
+    return str(value or "")
+
+
+def _dispute_debited(dispute: dict) -> LedgerEntry | None:
+    """Debit the disputed amount once; None when it was already debited, has no owner or is
+    an inquiry (`warning_*`: Stripe withdraws nothing unless it becomes a chargeback, which
+    `charge.dispute.funds_withdrawn` reports)."""
+    if str(dispute.get("status", "")).startswith("warning_"):
+        logger.info("inquiry %s: nothing withdrawn, not debited", dispute.get("id"))
+        return None
+    payment_intent_id = _id(dispute.get("payment_intent"))
+    user_id = _user_id(dispute, payment_intent_id=payment_intent_id)
+    if user_id is None:
+        logger.warning("dispute %s belongs to no user; not debited", dispute.get("id"))
+        return None
+    return services.dispute_debit(
+        user_id=user_id,
+        dispute_id=dispute["id"],
+        amount_usd=_cents(dispute.get("amount") or 0),
+        payment_intent_id=payment_intent_id,
+    )
+
+
+def _dispute_opened(dispute: dict) -> None:
+    """A chargeback: the money behind the balance went back to the card. Debit it and stop
+    the account's running instances (data kept), once: a duplicate delivery, or one after
+    the dispute was already closed, posts and stops nothing more."""
+    if LedgerEntry.objects.filter(idempotency_key=f"dispute-reversal:{dispute['id']}").exists():
+        return
+    entry = _dispute_debited(dispute)
+    logger.info("dispute %s %s", dispute["id"], "debited" if entry else "already debited or unowned")
+    if entry is not None:
+        services.account_instances_stop(user_id=entry.user_id, reason=f"payment disputed ({dispute['id']})")
+
+
+def _dispute_closed(dispute: dict) -> None:
+    """`won`: the money came back, credit the debit back once; `lost` (or any other end):
+    the debit stays. Either way the debit is posted first if `created` never arrived, so
+    the ledger shows both sides and a late `created` posts nothing."""
+    entry = _dispute_debited(dispute)
+    if entry is not None:
+        logger.info("dispute %s debited at its close (created never seen)", dispute["id"])
+    if dispute.get("status") == "won":
+        reversal = services.dispute_reverse(dispute_id=dispute["id"])
+        logger.info("dispute %s won: %s", dispute["id"], "credited back" if reversal else "nothing to credit back")

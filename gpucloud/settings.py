@@ -326,6 +326,12 @@ GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+# The longest a launch's `?wait=` holds a web worker: keep it below gunicorn's --timeout
+# (30 s in docker-compose.yml, the Dockerfile and scripts/run), or gunicorn kills the
+# worker mid-request and the client sees an error for an instance that was created.
+GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS = env_int("GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS", 20)
+# How long a launch's Idempotency-Key answers a retry with the instance it made.
+GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS = env_int("GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS", 86400)
 # How long the web process waits for a host's worker to send an instance's logs.
 GPUCLOUD_LOGS_WAIT_SECONDS = env_int("GPUCLOUD_LOGS_WAIT_SECONDS", 10)
 
@@ -407,4 +413,5 @@ CELERY_BEAT_SCHEDULE = {
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
+    "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
 }

@@ -101,6 +101,17 @@ class QueueUnavailable(InstanceError):
     default_message = "The task queue is unreachable, so nothing was launched. Try again shortly."
 
 
+class IdempotencyKeyReused(InstanceError):
+    code = "instances:idempotency-key-reused"
+    status = HTTPStatus.UNPROCESSABLE_ENTITY
+    default_message = "This Idempotency-Key was used for a launch with another body. Use a new key for a new launch."
+
+
+class InvalidIdempotencyKey(InstanceError):
+    code = "instances:invalid-idempotency-key"
+    default_message = "An Idempotency-Key is 1 to 255 printable ASCII characters."
+
+
 class AdmissionRefused(InstanceError):
     """Raised by an admission check (GPUCLOUD_ADMISSION_CHECKS); the check sets code/status."""
 

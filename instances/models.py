@@ -312,3 +312,27 @@ class Lock(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class LaunchKey(models.Model):
+    """An `Idempotency-Key` a customer sent with a launch, and the instance it made.
+
+    A retry with the same key (a timeout, a 5xx, a lost answer) gets that instance back
+    instead of a second one; the unique (owner, key) constraint is what decides between
+    two retries that arrive together. Keys expire after GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS.
+    """
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+", db_index=False)
+    key = models.CharField(max_length=255)
+    # SHA-256 of the launch's validated body: the same key with another body is refused.
+    fingerprint = models.CharField(max_length=64)
+    # Null only inside the launch's transaction: the key is claimed before the GPU.
+    instance = models.ForeignKey(Instance, on_delete=models.CASCADE, null=True, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["owner", "key"], name="launch_key_owner_key_unique")]
+        indexes = [models.Index(fields=["created_at"], name="launch_key_created")]
+
+    def __str__(self) -> str:
+        return f"{self.owner_id}:{self.key}"

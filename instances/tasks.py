@@ -21,7 +21,7 @@ from instances.errors import InfrastructureError
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
-from instances.services import provision, reconcile, upkeep
+from instances.services import launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
@@ -129,6 +129,11 @@ def gpu_metrics_all_hosts() -> int:
 @shared_task
 def workspace_cleanup_all_hosts() -> int:
     return _fan_out(workspace_cleanup_host)
+
+
+@shared_task
+def launch_keys_expire() -> int:
+    return launch_keys_purge()
 
 
 @shared_task(acks_late=True)

@@ -1,18 +1,26 @@
 """Writes of billing, one module per concern (`from billing.services import ...`).
 
 - ledger: every movement of money, once per idempotency key, with the cached balance;
-  operator adjustments, top-up credits, refund debits and their reversals;
+  operator adjustments, top-up credits, refund and dispute debits and their reversals;
 - metering: usage segments from the lifecycle's facts, billed to the ledger;
 - topups: Stripe PaymentIntents, the card step and refunds (Stripe outside transactions);
-- prices: GPU rates and their history; enforcement: stops at zero and low-balance email.
+- prices: GPU rates and their history; enforcement: stops at zero (and on a dispute) and
+  low-balance email.
 """
 
 from __future__ import annotations
 
-from billing.services.enforcement import EnforceResult, balances_enforce, low_balance_notify
+from billing.services.enforcement import (
+    EnforceResult,
+    account_instances_stop,
+    balances_enforce,
+    low_balance_notify,
+)
 from billing.services.ledger import (
     account_get_or_create,
     balance_adjust,
+    dispute_debit,
+    dispute_reverse,
     ledger_post,
     money,
     refund_debit,
@@ -28,8 +36,11 @@ __all__ = [
     "EnforceResult",
     "MeterResult",
     "account_get_or_create",
+    "account_instances_stop",
     "balance_adjust",
     "balances_enforce",
+    "dispute_debit",
+    "dispute_reverse",
     "gpu_rate_record",
     "gpu_type_rate_set",
     "ledger_post",

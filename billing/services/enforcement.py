@@ -46,16 +46,33 @@ def balances_enforce(*, now: datetime | None = None, stop: Callable[..., Any] | 
         BillingAccount.objects.filter(balance_usd__lte=0, depleted_since__isnull=True).update(depleted_since=now)
         BillingAccount.objects.filter(balance_usd__gt=0, depleted_since__isnull=False).update(depleted_since=None)
     due = BillingAccount.objects.filter(balance_usd__lte=0, depleted_since__lte=now - grace).values("user_id")
+    stopped = _running_stop(owner_ids=due, reason="balance exhausted", stop=stop)
+    return EnforceResult(stopped=stopped, emailed=low_balance_notify())
+
+
+def account_instances_stop(*, user_id: int, reason: str, stop: Callable[..., Any] | None = None) -> list[str]:
+    """Stop every running instance of one user (data kept), as billing, with `reason` on
+    the stop event. Used when a payment is disputed: the money behind the balance is gone.
+
+    Enqueues one stop per instance on its host; one refused stop (a race with its owner)
+    is logged and skipped. Returns the public ids of the instances asked to stop.
+    """
+    return _running_stop(owner_ids=[user_id], reason=reason, stop=stop or instance_stop)
+
+
+def _running_stop(*, owner_ids: Any, reason: str, stop: Callable[..., Any]) -> list[str]:
     stopped = []
-    for instance in Instance.objects.filter(owner_id__in=due, status=Instance.Status.RUNNING).select_related("owner"):
+    for instance in Instance.objects.filter(owner_id__in=owner_ids, status=Instance.Status.RUNNING).select_related(
+        "owner"
+    ):
         try:
-            stop(instance=instance, source=InstanceEvent.Source.BILLING, reason="balance exhausted")
+            stop(instance=instance, source=InstanceEvent.Source.BILLING, reason=reason)
         except DomainError as exc:  # one instance's refusal (a race with the user) must not spare the others
             logger.info("billing stop of %s refused: %s", instance.public_id, exc.code)
             continue
-        logger.info("stopped %s: balance of user %s exhausted", instance.public_id, instance.owner_id)
+        logger.info("stopped %s of user %s: %s", instance.public_id, instance.owner_id, reason)
         stopped.append(instance.public_id)
-    return EnforceResult(stopped=stopped, emailed=low_balance_notify())
+    return stopped
 
 
 def _thresholds() -> list[Decimal]:

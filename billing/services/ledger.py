@@ -124,17 +124,59 @@ def refund_reverse(*, refund_id: str) -> LedgerEntry | None:
     its own key, `refund-reversal:<refund id>`. Returns the credit, or None when the
     refund was never debited or its reversal is already posted.
     """
-    debit = LedgerEntry.objects.filter(idempotency_key=f"refund:{refund_id}").first()
+    return _debit_reverse(
+        debit_key=f"refund:{refund_id}",
+        reversal_key=f"refund-reversal:{refund_id}",
+        reason=f"Refund {refund_id} failed at Stripe",
+    )
+
+
+def _debit_reverse(*, debit_key: str, reversal_key: str, reason: str) -> LedgerEntry | None:
+    """Post the opposite of the entry keyed `debit_key`, once under `reversal_key`, with its
+    kind, user and Stripe ids; None when there is no such entry or it is already reversed."""
+    debit = LedgerEntry.objects.filter(idempotency_key=debit_key).first()
     if debit is None:
         return None
     return ledger_post(
         user_id=debit.user_id,
-        kind=LedgerEntry.Kind.REFUND,
+        kind=debit.kind,
         amount_usd=-debit.amount_usd,
-        idempotency_key=f"refund-reversal:{refund_id}",
-        stripe_id=refund_id,
+        idempotency_key=reversal_key,
+        stripe_id=debit.stripe_id,
         payment_intent_id=debit.payment_intent_id,
-        reason=f"Refund {refund_id} failed at Stripe",
+        reason=reason,
+    )
+
+
+def dispute_debit(
+    *, user_id: int, dispute_id: str, amount_usd: Decimal, payment_intent_id: str = ""
+) -> LedgerEntry | None:
+    """Debit a disputed (charged back) payment once, keyed `dispute:<dispute id>`.
+
+    The card's owner took the money back through their bank: the credit it bought must
+    not stay spendable. Returns the debit, or None when it was already posted.
+    """
+    return ledger_post(
+        user_id=user_id,
+        kind=LedgerEntry.Kind.DISPUTE,
+        amount_usd=-money(amount_usd),
+        idempotency_key=f"dispute:{dispute_id}",
+        stripe_id=dispute_id,
+        payment_intent_id=payment_intent_id,
+        reason=f"Dispute {dispute_id} of {payment_intent_id}" if payment_intent_id else f"Dispute {dispute_id}",
+    )
+
+
+def dispute_reverse(*, dispute_id: str) -> LedgerEntry | None:
+    """Credit back a dispute we won, once (`dispute-reversal:<dispute id>`), if it was debited.
+
+    Returns the credit, or None when the dispute was never debited or its reversal is
+    already posted.
+    """
+    return _debit_reverse(
+        debit_key=f"dispute:{dispute_id}",
+        reversal_key=f"dispute-reversal:{dispute_id}",
+        reason=f"Dispute {dispute_id} won",
     )
 
 

@@ -3,15 +3,20 @@
 Every lookup goes through `selectors.instance_get(user=...)`, so another user's
 instance is a 404 on every route. Launching is asynchronous: 202 with the instance
 (status `pending`) and a Location; `?wait=SECONDS` polls the row until it is
-`running` or `failed`, for at most WAIT_MAX_SECONDS.
+`running` or `failed`, for at most GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS (below gunicorn's
+worker timeout), then answers 202 with the instance as it is. An `Idempotency-Key`
+header makes a retried launch return the first one's instance.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -43,8 +48,10 @@ from instances.api.serializers import (
     InstanceCreateInput,
     money,
 )
+from instances.errors import InvalidIdempotencyKey
 from instances.models import Instance, InstanceEvent
 
+# What `?wait=` accepts; the wait itself stops at GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS.
 WAIT_MAX_SECONDS = 120
 WAIT_POLL_SECONDS = 0.5
 LOG_LINES_MAX = 1000
@@ -170,15 +177,41 @@ def _body(request: Request, instance: Instance) -> Any:
 
 
 def _wait(request: Request, instance: Instance, seconds: int) -> Instance:
-    deadline = time.monotonic() + seconds
+    # Capped below gunicorn's --timeout: past it the worker is killed mid-request and the
+    # client sees an error for an instance that exists (and may launch it again).
+    deadline = time.monotonic() + min(seconds, settings.GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS)
     while instance.status not in SETTLED and time.monotonic() < deadline:
         time.sleep(WAIT_POLL_SECONDS)
         instance.refresh_from_db(fields=["status"])
     return instance
 
 
+def _idempotency(request: Request, body: dict[str, Any]) -> tuple[str, str]:
+    """The request's Idempotency-Key and the fingerprint of its validated body ("" without
+    a key). Raises InvalidIdempotencyKey for an empty, overlong or non-printable key."""
+    key = request.headers.get("Idempotency-Key")
+    if key is None:
+        return "", ""
+    if not 0 < len(key) <= 255 or not key.isascii() or not key.isprintable():
+        raise InvalidIdempotencyKey()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=str)
+    return key, hashlib.sha256(canonical.encode()).hexdigest()
+
+
 WAIT_PARAM = OpenApiParameter(
-    "wait", OpenApiTypes.INT, description=f"Seconds (0-{WAIT_MAX_SECONDS}) to wait for running or failed."
+    "wait",
+    OpenApiTypes.INT,
+    description=f"Seconds (0-{WAIT_MAX_SECONDS}) to wait for running or failed; the server waits at most "
+    "GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS (default 20), then answers 202 with the instance as it is.",
+)
+IDEMPOTENCY_PARAM = OpenApiParameter(
+    "Idempotency-Key",
+    OpenApiTypes.STR,
+    location=OpenApiParameter.HEADER,
+    description="Up to 255 printable ASCII characters, unique per launch (e.g. a UUID). A retry with the same "
+    "key and body gets the first launch's instance as it is now (202), never a second instance; the same key "
+    "with another body → 422 `instances:idempotency-key-reused`. Keys expire after "
+    "GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS (default 24 h).",
 )
 STATUS_PARAM = OpenApiParameter("status", OpenApiTypes.STR, enum=Instance.Status.values, description="Only these.")
 
@@ -245,11 +278,12 @@ class InstanceListApi(generics.GenericAPIView):
         summary="Launch an instance",
         description="Asynchronous: 202 with the instance (`pending`) and its Location. "
         "Unknown template or GPU type, storage out of bounds, a bad access method → 400; "
-        "no free GPU → 409 with `detail.availability`; balance too low → 402.",
+        "no free GPU → 409 with `detail.availability`; balance too low → 402. "
+        "Send an `Idempotency-Key` to retry safely.",
         tags=["instances"],
-        parameters=[WAIT_PARAM],
+        parameters=[WAIT_PARAM, IDEMPOTENCY_PARAM],
         request=InstanceCreateInput,
-        responses={202: InstanceOutput, **error_responses(400, 402, 409, 503)},
+        responses={202: InstanceOutput, **error_responses(400, 402, 409, 422, 503)},
         examples=[
             OpenApiExample(
                 "PyTorch on an RTX 5090",
@@ -264,6 +298,7 @@ class InstanceListApi(generics.GenericAPIView):
         data = InstanceCreateInput(data=request.data)
         data.is_valid(raise_exception=True)
         body = data.validated_data
+        key, fingerprint = _idempotency(request, body)
         instance = services.instance_launch(
             user=request.user,
             template=body["template"],
@@ -275,6 +310,8 @@ class InstanceListApi(generics.GenericAPIView):
             ssh_password_auth=body["ssh_password_auth"],
             env=body["env"],
             actor=request.user,
+            idempotency_key=key,
+            fingerprint=fingerprint,
         )
         if query.validated_data["wait"]:
             instance = _wait(request, instance, query.validated_data["wait"])

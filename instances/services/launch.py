@@ -5,16 +5,19 @@ from __future__ import annotations
 
 import re
 import secrets
+from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from instances import selectors
 from instances.access.crypto import encrypt
 from instances.errors import (
     GpuTooSmall,
+    IdempotencyKeyReused,
     InvalidAccess,
     InvalidEnv,
     InvalidSSHKey,
@@ -22,7 +25,7 @@ from instances.errors import (
     UnknownGpuType,
     UnknownTemplate,
 )
-from instances.models import GpuType, Instance
+from instances.models import GpuType, Instance, LaunchKey
 from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
@@ -135,16 +138,27 @@ def instance_launch(
     ssh_password_auth: bool = True,
     env: dict[str, str] | None = None,
     actor: Any = None,
+    idempotency_key: str = "",
+    fingerprint: str = "",
 ) -> Instance:
     """Validate, schedule a free GPU and ports, create the instance `pending`, and
     enqueue its provisioning on the host's queue.
 
-    Raises UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
+    With an `idempotency_key`, the instance the user's earlier launch with that key made
+    is returned as it is now (nothing is validated, scheduled or enqueued again), and a
+    first launch records the key with the instance in the same transaction.
+
+    Raises IdempotencyKeyReused when the key was used with another `fingerprint` (of the
+    request's body), UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
     InvalidSSHKey, GpuTooSmall, an admission check's error, or NoCapacity (detail:
     availability);
     QueueUnavailable when the broker refuses the task after the commit (the instance is
     then `failed`, holding nothing).
     """
+    if idempotency_key:
+        earlier = launch_key_replay(user=user, key=idempotency_key, fingerprint=fingerprint)
+        if earlier is not None:
+            return earlier
     template = _template(template)
     gpu_type = _gpu_type(gpu_type)
     gpu_memory_check(template=template, gpu_type=gpu_type)
@@ -170,6 +184,9 @@ def instance_launch(
     for _ in range(ALLOCATION_ATTEMPTS):
         try:
             with transaction.atomic():
+                # The key first: a concurrent retry with it waits here on the unique index
+                # until this transaction ends, instead of racing for the GPU (and a 409).
+                claim = _launch_key_claim(user=user, key=idempotency_key, fingerprint=fingerprint)
                 gpu = gpu_take(gpu_type=gpu_type)
                 if gpu is None:
                     raise no_capacity(gpu_type)
@@ -178,9 +195,61 @@ def instance_launch(
                 source = Source.OPERATOR if actor is not None and actor != user else Source.USER
                 event_add(instance=instance, kind=Kind.CREATED, source=source, actor=actor or user)
                 event_add(instance=instance, kind=Kind.SCHEDULED, source=source, data=scheduled_data(instance))
+                if claim is not None:
+                    LaunchKey.objects.filter(pk=claim.pk).update(instance=instance)
                 queue.enqueue(queue.PROVISION, instance, launch_source=source)
             return instance
+        except _KeyTaken:
+            # A concurrent retry with the same key committed first: ours is rolled back
+            # (row, GPU, ports, task) and the customer gets that one's instance.
+            earlier = launch_key_replay(user=user, key=idempotency_key, fingerprint=fingerprint)
+            if earlier is None:  # its row expired in between: not a case worth a second try
+                raise
+            return earlier
         except IntegrityError:
             # Another launch took this GPU or one of these ports first: try again.
             continue
     raise no_capacity(gpu_type)
+
+
+class _KeyTaken(Exception):
+    """Another launch recorded this idempotency key first (the unique constraint)."""
+
+
+def launch_key_replay(*, user: Any, key: str, fingerprint: str) -> Instance | None:
+    """The instance an earlier launch of `user` with `key` made, or None for a new key.
+
+    Deletes the user's keys older than GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS first (that
+    is how keys expire: an expired key is a new one). Raises IdempotencyKeyReused when
+    the key was recorded with another fingerprint.
+    """
+    expired_at = timezone.now() - timedelta(seconds=settings.GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS)
+    LaunchKey.objects.filter(owner=user, created_at__lt=expired_at).delete()
+    # instance is set in the transaction that recorded the key: a committed key has one.
+    found = LaunchKey.objects.filter(owner=user, key=key, instance__isnull=False).select_related("instance").first()
+    if found is None or found.instance is None:
+        return None
+    if found.fingerprint != fingerprint:
+        raise IdempotencyKeyReused(detail={"idempotency_key": key, "id": found.instance.public_id})
+    return found.instance
+
+
+def launch_keys_purge() -> int:
+    """Delete every launch key older than GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS (a beat job:
+    a keyed launch purges its own user's keys, this bounds everyone else's). Returns how
+    many were deleted."""
+    expired_at = timezone.now() - timedelta(seconds=settings.GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS)
+    deleted, _ = LaunchKey.objects.filter(created_at__lt=expired_at).delete()
+    return deleted
+
+
+def _launch_key_claim(*, user: Any, key: str, fingerprint: str) -> LaunchKey | None:
+    """Record the key (its instance set later in the same transaction); None without one.
+    Raises _KeyTaken when another launch recorded it first."""
+    if not key:
+        return None
+    try:
+        with transaction.atomic():  # a savepoint: the caller's transaction stays usable
+            return LaunchKey.objects.create(owner=user, key=key, fingerprint=fingerprint)
+    except IntegrityError as exc:
+        raise _KeyTaken from exc

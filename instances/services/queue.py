@@ -12,7 +12,7 @@ from celery import current_app
 from django.db import transaction
 
 from instances.errors import HostUnavailable, QueueUnavailable
-from instances.models import Instance
+from instances.models import Instance, LaunchKey
 from instances.services.events import Kind, Status, event_add, release
 
 logger = logging.getLogger("instances.lifecycle")
@@ -56,7 +56,8 @@ def enqueue(task_name: str, instance: Instance, *, launch_source: str | None = N
 
 
 def launch_abandon(*, instance_id: int, source: str) -> None:
-    """A launch whose task never reached the broker: `failed`, GPU and ports freed."""
+    """A launch whose task never reached the broker: `failed`, GPU and ports freed, its
+    idempotency key (if any) deleted."""
     reason = "the task queue was unreachable; nothing was started"
     with transaction.atomic():
         locked = Instance.objects.select_for_update(of=("self",)).get(pk=instance_id)
@@ -66,3 +67,6 @@ def launch_abandon(*, instance_id: int, source: str) -> None:
         locked.status, locked.last_error = Status.FAILED, reason
         locked.save(update_fields=["gpu", "container_id", "status", "last_error", "updated_at"])
         event_add(instance=locked, kind=Kind.FAILED, source=source, message=reason)
+        # Nothing was started, and the customer was answered 503 "try again": free its
+        # Idempotency-Key, so that the retry launches instead of replaying this failure.
+        LaunchKey.objects.filter(instance_id=instance_id).delete()

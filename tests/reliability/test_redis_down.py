@@ -26,13 +26,11 @@ pytestmark = [pytest.mark.docker, pytest.mark.celery]
 LAUNCH = {"template": "test-sshd", "gpu": "rtx-5090", "storage": 20, "access": ["ssh"]}
 
 
-def _launch(server, key: str, **body) -> requests.Response:
-    return requests.post(
-        f"{server.url}/api/gpu/instances",
-        json={**LAUNCH, **body},
-        headers={"Authorization": f"Token {key}"},
-        timeout=60,
-    )
+def _launch(server, key: str, *, idempotency_key: str | None = None, **body) -> requests.Response:
+    headers = {"Authorization": f"Token {key}"}
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return requests.post(f"{server.url}/api/gpu/instances", json={**LAUNCH, **body}, headers=headers, timeout=60)
 
 
 def test_launches_are_refused_with_503_while_redis_is_down_and_complete_once_it_is_back(
@@ -80,7 +78,7 @@ def test_a_launch_whose_task_cannot_be_queued_fails_at_once_and_holds_nothing(
     start_worker(**split)
 
     private_redis.stop()
-    answer = _launch(web, key)
+    answer = _launch(web, key, idempotency_key="retry-me")
     assert answer.status_code == HTTPStatus.SERVICE_UNAVAILABLE, answer.text
     error = answer.json()["error"]
     assert error["code"] == "instances:queue-unavailable"
@@ -93,8 +91,11 @@ def test_a_launch_whose_task_cannot_be_queued_fails_at_once_and_holds_nothing(
     assert labelled() == []
 
     private_redis.start()
-    again = _launch(web, key)
+    # The client retries its 503 with the same Idempotency-Key: a real launch this time,
+    # not a replay of the failure (nothing was started, so the key was freed).
+    again = _launch(web, key, idempotency_key="retry-me")
     assert again.status_code == HTTPStatus.ACCEPTED, again.text
+    assert again.json()["id"] != failed.public_id
     instance = wait_for_status(Instance.objects.get(public_id=again.json()["id"]), "running", "failed")
     assert instance.status == "running", instance.last_error
     assert_nothing_leaked(host=rel_host)

@@ -15,7 +15,15 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 from django.urls import reverse
 
-EVENTS = ["payment_intent.succeeded", "charge.refunded", "refund.created", "refund.updated"]
+EVENTS = [
+    "payment_intent.succeeded",
+    "charge.refunded",
+    "refund.created",
+    "refund.updated",
+    "charge.dispute.created",
+    "charge.dispute.funds_withdrawn",
+    "charge.dispute.closed",
+]
 
 
 class Command(BaseCommand):
