@@ -156,3 +156,18 @@ def test_the_launch_page_marks_gpu_types_too_small_for_the_chosen_template(clien
     assert 'data-memory="32607"' in page
     assert page.count("too small for Big model") == 2  # both marks; only the RTX 5090's shows
     assert page.count(" hidden>Too little memory") == 1
+
+
+def test_web_launches_are_throttled_in_the_apis_bucket(client, alice, this_host, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"instance-create": "2/minute"}}
+    client.force_login(alice)
+    form = {"template": "no-such-template", "gpu": "rtx-5090", "storage": "50", "access": ["ssh"]}
+    codes = [client.post(reverse("web:launch"), form).status_code for _ in range(2)]
+    assert codes == [HTTPStatus.BAD_REQUEST] * 2
+    response = client.post(reverse("web:launch"), {**form, "template": TemplateFactory().slug})
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert b'data-code="throttled"' in response.content
+    assert b"Too many launches in a short time. Try again in" in response.content
+    assert not Instance.objects.filter(owner=alice).exists()
+    # The page itself still answers; only launches are counted.
+    assert client.get(reverse("web:launch")).status_code == HTTPStatus.OK
