@@ -11,7 +11,7 @@ is admitted only once the first one's instance is committed and counted.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -19,7 +19,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from billing.errors import InsufficientBalance, LimitGpus, LimitInstances, LimitSpend, SpendCapReached
-from billing.selectors import balance_get, limits_get, spend_since
+from billing.selectors import balance_get, limits_get, period_starts, spend_since
 from billing.services.ledger import money
 from instances import selectors as instance_selectors
 
@@ -94,11 +94,10 @@ def spend_cap_allows_launch(*, user: Any, gpu_type: Any, template: Any, now: dat
     stopping someone's work is left to the balance reaching zero (billing.services).
     Raises SpendCapReached (409; detail: period, spent, cap)."""
     limits = limits_get(user=user)
-    at = (now or timezone.now()).astimezone(UTC)
-    day = at.replace(hour=0, minute=0, second=0, microsecond=0)
+    day, month = period_starts(now=now or timezone.now())
     for period, label, cap, since in (
         ("day", "daily", limits["daily_cap_usd"], day),
-        ("month", "monthly", limits["monthly_cap_usd"], day.replace(day=1)),
+        ("month", "monthly", limits["monthly_cap_usd"], month),
     ):
         if cap is None:
             continue

@@ -91,3 +91,20 @@ def spend_since(*, user: Any, since: datetime) -> Decimal:
         total=Sum("amount_usd")
     )["total"]
     return -(total or Decimal(0))
+
+
+def period_starts(*, now: datetime) -> tuple[datetime, datetime]:
+    """The start of `now`'s UTC day and of its UTC month."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def limits_summary(*, user: Any, now: datetime) -> dict[str, Any]:
+    """What the billing page and GET /api/billing/limits show: the effective limits
+    (limits_get) and what was spent since the start of the UTC day and month."""
+    day, month = period_starts(now=now)
+    return {
+        **limits_get(user=user),
+        "spent_today_usd": spend_since(user=user, since=day),
+        "spent_this_month_usd": spend_since(user=user, since=month),
+    }
