@@ -167,7 +167,8 @@ def instance_launch(
 
     Raises UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
     InvalidSSHKey, GpuTooSmall, an admission check's error, or NoCapacity (detail:
-    availability);
+    availability); LockBusy when another launch or start of the user's holds the
+    admission lock past its wait (admission_lock);
     QueueUnavailable when the broker refuses the task after the commit (the instance is
     then `failed`, holding nothing).
     """

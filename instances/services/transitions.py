@@ -54,7 +54,8 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     keeps its workspace); it may be another GPU than before.
 
     Raises InvalidTransition, GpuTooSmall (the template's minimum GPU memory was raised
-    since the launch), an admission check's error, or NoCapacity.
+    since the launch), an admission check's error, LockBusy (another launch or start of
+    the owner's holds the admission lock), or NoCapacity.
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
