@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from instances.models import GpuType, Instance, PortBinding
+from tests.api.helpers import token_client
 from tests.factories import InstanceFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
@@ -171,3 +172,17 @@ def test_web_launches_are_throttled_in_the_apis_bucket(client, alice, this_host,
     assert not Instance.objects.filter(owner=alice).exists()
     # The page itself still answers; only launches are counted.
     assert client.get(reverse("web:launch")).status_code == HTTPStatus.OK
+
+
+def test_the_web_and_the_api_share_one_launch_bucket_per_user(client, alice, bob, this_host, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"instance-create": "2/minute"}}
+    api = token_client(alice)
+    assert api.post("/api/gpu/instances", {"template": "x"}, format="json").status_code == HTTPStatus.BAD_REQUEST
+    client.force_login(alice)
+    form = {"template": "no-such-template", "gpu": "rtx-5090", "storage": "50", "access": ["ssh"]}
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.BAD_REQUEST
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert api.post("/api/gpu/instances", {"template": "x"}, format="json").status_code == HTTPStatus.TOO_MANY_REQUESTS
+    # Another user's bucket is their own.
+    client.force_login(bob)
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.BAD_REQUEST
