@@ -17,7 +17,7 @@ from django.utils.html import format_html
 
 from billing import selectors, services
 from billing.errors import BillingError
-from billing.models import BillingAccount, LedgerEntry, UsageRecord
+from billing.models import BillingAccount, LedgerEntry, UsageRecord, UserLimits
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -96,6 +96,17 @@ class BillingAccountAdmin(ReadOnlyAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/billing/adjust.html", context)
+
+
+@admin.register(UserLimits)
+class UserLimitsAdmin(admin.ModelAdmin):
+    """The operator's per-user overrides of GPUCLOUD_LIMIT_* (blank: the setting) and,
+    for support, the customer's own spend caps."""
+
+    list_display = ("user", "max_instances", "max_gpus", "max_spend_per_hour_usd", "daily_cap_usd", "monthly_cap_usd")
+    search_fields = ("user__username", "user__email")
+    raw_id_fields = ("user",)
+    readonly_fields = ("updated_at",)
 
 
 @admin.register(LedgerEntry)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from decimal import Decimal
 
 from django.conf import settings
+from django.utils import timezone
 from drf_spectacular.utils import OpenApiParameter, extend_schema
 from rest_framework import serializers, status
 from rest_framework.generics import ListAPIView
@@ -72,6 +73,29 @@ class LedgerSerializer(serializers.ModelSerializer):
         return str(services.money(obj.amount_usd))
 
 
+class LimitsSerializer(serializers.Serializer):
+    max_instances = serializers.IntegerField(
+        help_text="GPU-holding instances at once (0: no limit); set by the operator."
+    )
+    max_gpus = serializers.IntegerField(help_text="GPUs held at once (0: no limit); set by the operator.")
+    max_spend_per_hour_usd = serializers.DecimalField(
+        max_digits=12, decimal_places=2, help_text="Sum of the hourly rates held at once (0: no limit)."
+    )
+    daily_cap_usd = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    monthly_cap_usd = serializers.DecimalField(max_digits=12, decimal_places=2, allow_null=True)
+    spent_today_usd = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="Since 00:00 UTC.")
+    spent_this_month_usd = serializers.DecimalField(max_digits=14, decimal_places=2, help_text="Since the 1st, UTC.")
+
+
+class LimitsInputSerializer(serializers.Serializer):
+    daily_cap_usd = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, help_text="USD per UTC day; null or blank: no cap."
+    )
+    monthly_cap_usd = serializers.CharField(
+        required=False, allow_null=True, allow_blank=True, help_text="USD per UTC month; null or blank: no cap."
+    )
+
+
 class TopupInputSerializer(serializers.Serializer):
     amount_usd = serializers.CharField(help_text="US dollars, e.g. `20.00`.")
 
@@ -129,3 +153,24 @@ class TopupCreateView(APIView):
             "publishable_key": publishable,
         }
         return Response(TopupSerializer(data).data, status=status.HTTP_201_CREATED)
+
+
+class LimitsView(APIView):
+    """The caller's limits and spend caps. Once GPU and storage charges since the start
+    of the UTC day (month) reach a cap, launches and starts answer 409
+    `billing:spend-cap-reached`; running instances keep running."""
+
+    def _summary(self, request: Request) -> Response:
+        summary = selectors.limits_summary(user=request.user, now=timezone.now())
+        return Response(LimitsSerializer(summary).data)
+
+    @extend_schema(responses=LimitsSerializer)
+    def get(self, request: Request) -> Response:
+        return self._summary(request)
+
+    @extend_schema(request=LimitsInputSerializer, responses=LimitsSerializer)
+    def patch(self, request: Request) -> Response:
+        payload = LimitsInputSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        services.spend_caps_set(user=request.user, caps=dict(payload.validated_data))
+        return self._summary(request)

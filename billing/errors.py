@@ -49,3 +49,39 @@ class TopupNotFound(BillingError):
     code = "billing:topup-not-found"
     status = HTTPStatus.NOT_FOUND
     default_message = "No such top-up."
+
+
+class LimitReached(BillingError):
+    """A per-user limit (billing.models.UserLimits or the GPUCLOUD_LIMIT_* settings)
+    refuses a launch or start: the user must release something or ask the operator."""
+
+    code = "billing:limit"
+    status = HTTPStatus.CONFLICT
+    default_message = "This would exceed a limit on your account."
+
+
+class LimitInstances(LimitReached):
+    code = "billing:limit-instances"
+    default_message = "You hold as many instances as your account allows."
+
+
+class LimitGpus(LimitReached):
+    code = "billing:limit-gpus"
+    default_message = "You hold as many GPUs as your account allows."
+
+
+class LimitSpend(LimitReached):
+    code = "billing:limit-spend"
+    default_message = "This would exceed the hourly spend your account allows."
+
+
+class SpendCapReached(LimitReached):
+    """The customer's own daily or monthly cap (UserLimits.daily_cap_usd/monthly_cap_usd)."""
+
+    code = "billing:spend-cap-reached"
+    default_message = "Your spend cap is reached; raise it on the billing page to launch."
+
+
+class InvalidLimits(BillingError):
+    code = "billing:invalid-limits"
+    default_message = "A spend cap must be blank or a non-negative amount in USD."

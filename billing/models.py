@@ -185,3 +185,49 @@ class MeterMark(models.Model):
 
     def __str__(self) -> str:
         return f"meter run at {self.at:%Y-%m-%d %H:%M:%S} (events <= {self.event_id_max})"
+
+
+class UserLimits(models.Model):
+    """Per-user limits on what one customer may hold and spend (billing.checks).
+
+    The operator's overrides (blank: the GPUCLOUD_LIMIT_* settings) bound how much of the
+    fleet one customer can take; the customer's own daily and monthly spend caps (blank:
+    none) refuse launches and starts once GPU and storage charges since the start of the
+    UTC day or month reach them.
+    """
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="billing_limits")
+    max_instances = models.PositiveIntegerField(
+        null=True, blank=True, help_text="GPU-holding instances at once; blank: GPUCLOUD_LIMIT_INSTANCES."
+    )
+    max_gpus = models.PositiveIntegerField(
+        null=True, blank=True, help_text="GPUs held at once; blank: GPUCLOUD_LIMIT_GPUS."
+    )
+    max_spend_per_hour_usd = models.DecimalField(
+        max_digits=12,
+        decimal_places=2,
+        null=True,
+        blank=True,
+        help_text="Sum of the hourly rates held at once; blank: GPUCLOUD_LIMIT_SPEND_PER_HOUR_USD.",
+    )
+    daily_cap_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Set by the customer: usage per UTC day."
+    )
+    monthly_cap_usd = models.DecimalField(
+        max_digits=12, decimal_places=2, null=True, blank=True, help_text="Set by the customer: usage per UTC month."
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        verbose_name_plural = "user limits"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(daily_cap_usd__isnull=True) | Q(daily_cap_usd__gte=0), name="limits_daily_cap_valid"
+            ),
+            models.CheckConstraint(
+                condition=Q(monthly_cap_usd__isnull=True) | Q(monthly_cap_usd__gte=0), name="limits_monthly_cap_valid"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"limits of {self.user}"

@@ -6,11 +6,12 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db.models import Count, QuerySet, Sum
 from django.db.models.functions import TruncMonth
 
 from billing.errors import InvalidMonth
-from billing.models import BillingAccount, LedgerEntry, UsageRecord
+from billing.models import BillingAccount, LedgerEntry, UsageRecord, UserLimits
 
 
 def balance_get(*, user: Any) -> Decimal:
@@ -57,3 +58,53 @@ def usage_summary(*, queryset: QuerySet[UsageRecord] | None = None) -> list[dict
         .annotate(segments=Count("id"), seconds=Sum("duration_seconds"), cost_usd=Sum("billed_usd"))
         .order_by("-month", "user__username", "kind", "gpu_type__sku")
     ]
+
+
+# What a customer spends: the meter's GPU and storage debits (top-ups, refunds and
+# operator adjustments are not spending).
+SPEND_KINDS = (LedgerEntry.Kind.GPU_USAGE, LedgerEntry.Kind.STORAGE)
+
+
+def limits_get(*, user: Any) -> dict[str, Any]:
+    """The user's effective limits: `max_instances`, `max_gpus`, `max_spend_per_hour_usd`
+    (the operator's override, else the GPUCLOUD_LIMIT_* setting; None or 0 = no limit)
+    and the customer's `daily_cap_usd` / `monthly_cap_usd` (None = no cap)."""
+    row = UserLimits.objects.filter(user_id=user.pk).first()
+
+    def pick(name: str, default: Any) -> Any:
+        value = getattr(row, name, None)
+        return default if value is None else value
+
+    return {
+        "max_instances": pick("max_instances", settings.GPUCLOUD_LIMIT_INSTANCES),
+        "max_gpus": pick("max_gpus", settings.GPUCLOUD_LIMIT_GPUS),
+        "max_spend_per_hour_usd": pick("max_spend_per_hour_usd", settings.GPUCLOUD_LIMIT_SPEND_PER_HOUR_USD),
+        "daily_cap_usd": getattr(row, "daily_cap_usd", None),
+        "monthly_cap_usd": getattr(row, "monthly_cap_usd", None),
+    }
+
+
+def spend_since(*, user: Any, since: datetime) -> Decimal:
+    """GPU and storage charges posted to the user's ledger at or after `since` (a
+    positive Decimal; ledger_user_at serves the range)."""
+    total = LedgerEntry.objects.filter(user_id=user.pk, kind__in=SPEND_KINDS, at__gte=since).aggregate(
+        total=Sum("amount_usd")
+    )["total"]
+    return -(total or Decimal(0))
+
+
+def period_starts(*, now: datetime) -> tuple[datetime, datetime]:
+    """The start of `now`'s UTC day and of its UTC month."""
+    day = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    return day, day.replace(day=1)
+
+
+def limits_summary(*, user: Any, now: datetime) -> dict[str, Any]:
+    """What the billing page and GET /api/billing/limits show: the effective limits
+    (limits_get) and what was spent since the start of the UTC day and month."""
+    day, month = period_starts(now=now)
+    return {
+        **limits_get(user=user),
+        "spent_today_usd": spend_since(user=user, since=day),
+        "spent_this_month_usd": spend_since(user=user, since=month),
+    }

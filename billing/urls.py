@@ -11,4 +11,5 @@ urlpatterns = [
     path("usage", api.UsageListView.as_view(), name="usage"),
     path("ledger", api.LedgerListView.as_view(), name="ledger"),
     path("topups", api.TopupCreateView.as_view(), name="topups"),
+    path("limits", api.LimitsView.as_view(), name="limits"),
 ]

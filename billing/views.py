@@ -6,11 +6,13 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncMonth
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
 from billing import selectors, services
@@ -31,6 +33,7 @@ def _context(request: HttpRequest, **extra: Any) -> dict[str, Any]:
         "usage": usage[:50],
         "months": [{**m, "hours": Decimal(m["seconds"] or 0) / 3600} for m in months],
         "ledger": selectors.ledger_list(user=request.user)[:50],
+        "limits": selectors.limits_summary(user=request.user, now=timezone.now()),
         "topup_min": settings.GPUCLOUD_TOPUP_MIN_USD,
         "topup_max": settings.GPUCLOUD_TOPUP_MAX_USD,
         "amount": extra.pop("amount", Decimal("20.00")),
@@ -87,3 +90,17 @@ def topup_pay(request: HttpRequest, payment_intent_id: str) -> JsonResponse:
     except BillingError as exc:
         return JsonResponse({"error": {"code": exc.code, "message": exc.message}}, status=exc.status)
     return JsonResponse({"status": intent.status, "client_secret": intent.client_secret})
+
+
+@login_required
+@require_POST
+def limits_set(request: HttpRequest) -> HttpResponse:
+    """Set the customer's daily and monthly spend caps (blank: none); the page again
+    with the error (400) when an amount is refused."""
+    caps = {name: request.POST.get(name, "") for name in ("daily_cap_usd", "monthly_cap_usd")}
+    try:
+        services.spend_caps_set(user=request.user, caps=caps)
+    except BillingError as exc:
+        return render(request, "billing/billing.html", _context(request, error=exc), status=exc.status)
+    messages.success(request, "Spend caps saved.")
+    return redirect("billing-web:billing")

@@ -10,5 +10,6 @@ urlpatterns = [
     path("", views.billing, name="billing"),
     path("balance/", views.balance_partial, name="balance"),
     path("topup/", views.topup, name="topup"),
+    path("limits/", views.limits_set, name="limits"),
     path("topup/<str:payment_intent_id>/pay/", views.topup_pay, name="topup-pay"),
 ]

@@ -377,13 +377,22 @@ GPUCLOUD_STRIPE_JS_URL = env("GPUCLOUD_STRIPE_JS_URL", "https://js.stripe.com/v3
 # Billed-so-far per instance on the customer pages (keeps instances/ free of billing imports).
 GPUCLOUD_INSTANCE_COSTS = env("GPUCLOUD_INSTANCE_COSTS", "billing.web.instance_costs")
 # Checks a launch or start must pass (dotted paths, like AUTH_PASSWORD_VALIDATORS): by
-# default the balance must cover GPUCLOUD_MIN_BALANCE_MINUTES at the type's rate (402).
-GPUCLOUD_ADMISSION_CHECKS = env_list("GPUCLOUD_ADMISSION_CHECKS", "billing.checks.balance_covers_launch")
+# default the balance must cover GPUCLOUD_MIN_BALANCE_MINUTES of every GPU held plus the
+# new one (402), the per-user limits below (409) and the customer's own spend caps (409).
+GPUCLOUD_ADMISSION_CHECKS = env_list(
+    "GPUCLOUD_ADMISSION_CHECKS",
+    "billing.checks.balance_covers_launch,billing.checks.limits_allow_launch,billing.checks.spend_cap_allows_launch",
+)
 # Token authentications and instance lists kept in each web process, exact by versions
 # in Redis (instances.cache); only with REDIS_URL.
 GPUCLOUD_API_CACHE = env_bool("GPUCLOUD_API_CACHE", default=True)
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
+# Per-user limits on what one customer holds at once (0: none); an operator overrides them
+# per user in admin -> User limits (billing.models.UserLimits).
+GPUCLOUD_LIMIT_INSTANCES = env_int("GPUCLOUD_LIMIT_INSTANCES", 8)
+GPUCLOUD_LIMIT_GPUS = env_int("GPUCLOUD_LIMIT_GPUS", 8)
+GPUCLOUD_LIMIT_SPEND_PER_HOUR_USD = Decimal(env("GPUCLOUD_LIMIT_SPEND_PER_HOUR_USD", "50"))
 GPUCLOUD_NEGATIVE_GRACE_SECONDS = env_int("GPUCLOUD_NEGATIVE_GRACE_SECONDS", 300)
 GPUCLOUD_TOPUP_MIN_USD = Decimal(env("GPUCLOUD_TOPUP_MIN_USD", "5"))
 GPUCLOUD_TOPUP_MAX_USD = Decimal(env("GPUCLOUD_TOPUP_MAX_USD", "5000"))

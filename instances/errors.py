@@ -139,3 +139,12 @@ class ExposureFailed(InstanceError):
     code = "instances:exposure-failed"
     status = HTTPStatus.BAD_GATEWAY
     default_message = "The instance's public hostnames could not be updated."
+
+
+class LaunchThrottled(InstanceError):
+    """Too many launches by one user within the `instance-create` rate (the web's launch
+    counts in the same per-user bucket as the API's)."""
+
+    code = "throttled"
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    default_message = "Too many launches in a short time. Try again shortly."

@@ -4,6 +4,7 @@ read on the host: instances.services.logs.)"""
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
@@ -19,6 +20,7 @@ from django.db.models import (
     Q,
     QuerySet,
     Subquery,
+    Sum,
     Value,
     When,
     Window,
@@ -125,6 +127,20 @@ def gpu_type_memory_mb(*, gpu_types: QuerySet[GpuType] | None = None) -> dict[st
 
 def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:
     return instance.events.select_related("actor").order_by("at", "id")
+
+
+def gpu_holdings(*, user: Any) -> dict[str, Any]:
+    """What the user holds now (one query): `instances` in a GPU-holding status, the
+    `gpus` they hold (one each) and `rate_per_hour`, the sum of their GPU types' current
+    hourly rates (Decimal). Admission checks read it to count a launch on top of it."""
+    row = Instance.objects.filter(owner_id=user.pk, status__in=Instance.GPU_HOLDING).aggregate(
+        instances=Count("id"), rate_per_hour=Sum("gpu_type__rate_per_hour")
+    )
+    return {
+        "instances": row["instances"],
+        "gpus": row["instances"],
+        "rate_per_hour": row["rate_per_hour"] or Decimal(0),
+    }
 
 
 # -- facts billing reads

@@ -23,6 +23,7 @@ from instances import selectors, services
 from instances.access import sshkeys
 from instances.access import tokens as api_tokens
 from instances.access.addresses import access_for
+from instances.access.authentication import instance_create_throttle_check
 from instances.errors import InstanceError, NotFound
 from instances.models import Instance
 from templates_app.models import Template
@@ -116,6 +117,7 @@ def launch(request: HttpRequest) -> HttpResponse:
         except (TypeError, ValueError):
             storage = -1
         try:
+            instance_create_throttle_check(request=request)
             instance = services.instance_launch(
                 user=request.user,
                 template=form["template"],
@@ -127,7 +129,7 @@ def launch(request: HttpRequest) -> HttpResponse:
                 ssh_password_auth=form["ssh_password_auth"],
                 actor=request.user,
             )
-        except DomainError as exc:  # ours, or billing's 402 from the admission check
+        except DomainError as exc:  # ours (429 when throttled), or billing's from the admission checks
             context = _launch_context(request, form) | {"error": exc}
             return render(request, "instances/launch.html", context, status=exc.status)
         messages.success(request, f"{instance.public_id} is launching on a {instance.gpu_type.display_name}.")

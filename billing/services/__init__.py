@@ -5,7 +5,8 @@
 - metering: usage segments from the lifecycle's facts, billed to the ledger;
 - topups: Stripe PaymentIntents, the card step and refunds (Stripe outside transactions);
 - prices: GPU rates and their history; enforcement: stops at zero (and on a dispute) and
-  low-balance email.
+  low-balance email;
+- limits: the customer's own daily and monthly spend caps.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from billing.services.ledger import (
     refund_reverse,
     topup_credit,
 )
+from billing.services.limits import spend_caps_set
 from billing.services.metering import METER_LOCK_KEY, MeterResult, meter_run
 from billing.services.prices import gpu_rate_record, gpu_type_rate_set
 from billing.services.topups import topup_card_setup, topup_create, topup_pay, topup_refund
@@ -49,6 +51,7 @@ __all__ = [
     "money",
     "refund_debit",
     "refund_reverse",
+    "spend_caps_set",
     "topup_card_setup",
     "topup_create",
     "topup_credit",

@@ -7,10 +7,12 @@ up, so guessing keys costs the guesser time rather than us database reads.
 
 from __future__ import annotations
 
+import math
 import time
-from typing import Any
+from typing import Any, cast
 
 from django.core.cache import cache
+from django.http import HttpRequest
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
@@ -18,6 +20,7 @@ from rest_framework.settings import api_settings
 from rest_framework.throttling import SimpleRateThrottle, UserRateThrottle
 
 from instances.access.tokens import token_authenticate
+from instances.errors import LaunchThrottled
 
 KEYWORDS = (b"token", b"bearer")
 
@@ -123,3 +126,19 @@ class InstanceCreateThrottle(UserRateThrottle):
             return True
         self.num_requests, self.duration = self.parse_rate(self.rate)
         return super().allow_request(request, view)
+
+
+def instance_create_throttle_check(*, request: HttpRequest) -> None:
+    """Count a web launch in the user's `instance-create` bucket, the one the API's
+    launches count in (same cache key), so the page is no way around the API's rate.
+
+    Side effect: records the attempt in the cache. Raises LaunchThrottled (429; detail:
+    retry_after seconds) when the rate is spent.
+    """
+    throttle = InstanceCreateThrottle()
+    # DRF's throttle reads only .method, .user and .META, which a Django request has.
+    if not throttle.allow_request(cast(Request, request), None):
+        wait = math.ceil(throttle.wait() or 1)
+        raise LaunchThrottled(
+            f"Too many launches in a short time. Try again in {wait} seconds.", detail={"retry_after": wait}
+        )

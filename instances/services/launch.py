@@ -3,8 +3,10 @@ host ports, create the row `pending`, and hand it to the host's worker on commit
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -28,6 +30,7 @@ from instances.errors import (
 from instances.models import GpuType, Instance, LaunchKey
 from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
+from instances.services.locks import lock_hold
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
 from templates_app.models import Template
 
@@ -115,6 +118,29 @@ def admit(*, user: Any, gpu_type: GpuType, template: Template) -> None:
         import_string(path)(user=user, gpu_type=gpu_type, template=template)
 
 
+# Held from admission to the commit of the GPU taken; a web process killed meanwhile
+# frees it after this long (a launch holds it for a few queries).
+ADMISSION_LOCK_TTL_SECONDS = 30.0
+ADMISSION_LOCK_WAIT_SECONDS = 10.0
+
+
+@contextlib.contextmanager
+def admission_lock(*, user: Any) -> Iterator[None]:
+    """Serialise one user's launches and starts from admission to the commit of the GPU
+    taken. Admission counts what the user holds, outside the allocation's transaction:
+    without the lock two concurrent launches could each be admitted on the same count.
+
+    Take it outside transaction.atomic() (instances.services.locks). Raises LockBusy
+    (503 `instances:busy`) when another of the user's launches holds it past the wait.
+    """
+    with lock_hold(
+        name=f"admission:user:{user.pk}",
+        wait_seconds=ADMISSION_LOCK_WAIT_SECONDS,
+        ttl_seconds=ADMISSION_LOCK_TTL_SECONDS,
+    ):
+        yield
+
+
 def scheduled_data(instance: Instance) -> dict[str, Any]:
     gpu = instance.gpu
     return {
@@ -151,7 +177,8 @@ def instance_launch(
     Raises IdempotencyKeyReused when the key was used with another `fingerprint` (of the
     request's body), UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
     InvalidSSHKey, GpuTooSmall, an admission check's error, or NoCapacity (detail:
-    availability);
+    availability); LockBusy when another launch or start of the user's holds the
+    admission lock past its wait (admission_lock);
     QueueUnavailable when the broker refuses the task after the commit (the instance is
     then `failed`, holding nothing).
     """
@@ -166,50 +193,51 @@ def instance_launch(
     access = _check_access(list(access or []), template)
     env = _check_env(env)
     keys = _check_keys(ssh_public_keys)
-    admit(user=user, gpu_type=gpu_type, template=template)
-    fields = {
-        "owner": user,
-        "name": (name or "").strip()[:64],
-        "template": template,
-        "gpu_type": gpu_type,
-        "storage_gb": storage_gb,
-        "access": access,
-        "ssh_public_keys": keys,
-        "ssh_password_auth": bool(ssh_password_auth),
-        "env": env,
-        "password_encrypted": encrypt(secrets.token_urlsafe(18)),
-        "access_token_encrypted": encrypt(secrets.token_urlsafe(24)),
-    }
-    ports = published_ports(template=template, access=access)
-    for _ in range(ALLOCATION_ATTEMPTS):
-        try:
-            with transaction.atomic():
-                # The key first: a concurrent retry with it waits here on the unique index
-                # until this transaction ends, instead of racing for the GPU (and a 409).
-                claim = _launch_key_claim(user=user, key=idempotency_key, fingerprint=fingerprint)
-                gpu = gpu_take(gpu_type=gpu_type)
-                if gpu is None:
-                    raise no_capacity(gpu_type)
-                instance = Instance.objects.create(gpu=gpu, host=gpu.host, status=Status.PENDING, **fields)
-                ports_bind(instance=instance, host=gpu.host, ports=ports)
-                source = Source.OPERATOR if actor is not None and actor != user else Source.USER
-                event_add(instance=instance, kind=Kind.CREATED, source=source, actor=actor or user)
-                event_add(instance=instance, kind=Kind.SCHEDULED, source=source, data=scheduled_data(instance))
-                if claim is not None:
-                    LaunchKey.objects.filter(pk=claim.pk).update(instance=instance)
-                queue.enqueue(queue.PROVISION, instance, launch_source=source)
-            return instance
-        except _KeyTaken:
-            # A concurrent retry with the same key committed first: ours is rolled back
-            # (row, GPU, ports, task) and the customer gets that one's instance.
-            earlier = launch_key_replay(user=user, key=idempotency_key, fingerprint=fingerprint)
-            if earlier is None:  # its row expired in between: not a case worth a second try
-                raise
-            return earlier
-        except IntegrityError:
-            # Another launch took this GPU or one of these ports first: try again.
-            continue
-    raise no_capacity(gpu_type)
+    with admission_lock(user=user):
+        admit(user=user, gpu_type=gpu_type, template=template)
+        fields = {
+            "owner": user,
+            "name": (name or "").strip()[:64],
+            "template": template,
+            "gpu_type": gpu_type,
+            "storage_gb": storage_gb,
+            "access": access,
+            "ssh_public_keys": keys,
+            "ssh_password_auth": bool(ssh_password_auth),
+            "env": env,
+            "password_encrypted": encrypt(secrets.token_urlsafe(18)),
+            "access_token_encrypted": encrypt(secrets.token_urlsafe(24)),
+        }
+        ports = published_ports(template=template, access=access)
+        for _ in range(ALLOCATION_ATTEMPTS):
+            try:
+                with transaction.atomic():
+                    # The key first: a concurrent retry with it waits here on the unique index
+                    # until this transaction ends, instead of racing for the GPU (and a 409).
+                    claim = _launch_key_claim(user=user, key=idempotency_key, fingerprint=fingerprint)
+                    gpu = gpu_take(gpu_type=gpu_type)
+                    if gpu is None:
+                        raise no_capacity(gpu_type)
+                    instance = Instance.objects.create(gpu=gpu, host=gpu.host, status=Status.PENDING, **fields)
+                    ports_bind(instance=instance, host=gpu.host, ports=ports)
+                    source = Source.OPERATOR if actor is not None and actor != user else Source.USER
+                    event_add(instance=instance, kind=Kind.CREATED, source=source, actor=actor or user)
+                    event_add(instance=instance, kind=Kind.SCHEDULED, source=source, data=scheduled_data(instance))
+                    if claim is not None:
+                        LaunchKey.objects.filter(pk=claim.pk).update(instance=instance)
+                    queue.enqueue(queue.PROVISION, instance, launch_source=source)
+                return instance
+            except _KeyTaken:
+                # A concurrent retry with the same key committed first: ours is rolled back
+                # (row, GPU, ports, task) and the customer gets that one's instance.
+                earlier = launch_key_replay(user=user, key=idempotency_key, fingerprint=fingerprint)
+                if earlier is None:  # its row expired in between: not a case worth a second try
+                    raise
+                return earlier
+            except IntegrityError:
+                # Another launch took this GPU or one of these ports first: try again.
+                continue
+        raise no_capacity(gpu_type)
 
 
 class _KeyTaken(Exception):

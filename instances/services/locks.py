@@ -140,13 +140,16 @@ def lock_break(*, name: str) -> None:
 
 
 @contextlib.contextmanager
-def lock_hold(*, name: str, wait_seconds: float = 0.0, busy: LockBusy | None = None) -> Iterator[None]:
-    """Hold the lock `name` for the block, waiting up to `wait_seconds` for it.
+def lock_hold(
+    *, name: str, wait_seconds: float = 0.0, busy: LockBusy | None = None, ttl_seconds: float | None = None
+) -> Iterator[None]:
+    """Hold the lock `name` for the block, waiting up to `wait_seconds` for it (expiring
+    after `ttl_seconds`, default as lock_acquire's).
 
     Raises `busy` (default LockBusy, an InfrastructureError: retried) when another
     holds it. Released on exit, only if still this holder's.
     """
-    held = lock_acquire(name=name, wait_seconds=wait_seconds)
+    held = lock_acquire(name=name, wait_seconds=wait_seconds, ttl_seconds=ttl_seconds)
     if held is None:
         raise busy or LockBusy(detail={"lock": name})
     try:

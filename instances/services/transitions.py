@@ -14,7 +14,7 @@ from instances.errors import InvalidTransition
 from instances.models import Instance, PortBinding
 from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
-from instances.services.launch import admit, gpu_memory_check, scheduled_data
+from instances.services.launch import admission_lock, admit, gpu_memory_check, scheduled_data
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
 from instances.services.settle import instance_settle
 from templates_app.models import Template
@@ -54,13 +54,20 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     keeps its workspace); it may be another GPU than before.
 
     Raises InvalidTransition, GpuTooSmall (the template's minimum GPU memory was raised
-    since the launch), an admission check's error, or NoCapacity.
+    since the launch), an admission check's error, LockBusy (another launch or start of
+    the owner's holds the admission lock), or NoCapacity.
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
     # Read the template again: an operator may have raised its minimum since this
     # instance (or the object in hand) was loaded.
     gpu_memory_check(template=Template.objects.get(pk=instance.template_id), gpu_type=instance.gpu_type)
+    with admission_lock(user=instance.owner):
+        return _admit_and_start(instance=instance, actor=actor, source=source, reason=reason)
+
+
+def _admit_and_start(*, instance: Instance, actor: Any, source: str, reason: str) -> Instance:
+    """instance_start's admission and GPU allocation, under the owner's admission lock."""
     admit(user=instance.owner, gpu_type=instance.gpu_type, template=instance.template)
     ports = published_ports(template=instance.template, access=list(instance.access or []))
     for _ in range(ALLOCATION_ATTEMPTS):

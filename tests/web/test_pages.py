@@ -6,6 +6,7 @@ import pytest
 from django.urls import reverse
 
 from instances.models import GpuType, Instance, PortBinding
+from tests.api.helpers import token_client
 from tests.factories import InstanceFactory, TemplateFactory
 
 pytestmark = pytest.mark.django_db
@@ -156,3 +157,32 @@ def test_the_launch_page_marks_gpu_types_too_small_for_the_chosen_template(clien
     assert 'data-memory="32607"' in page
     assert page.count("too small for Big model") == 2  # both marks; only the RTX 5090's shows
     assert page.count(" hidden>Too little memory") == 1
+
+
+def test_web_launches_are_throttled_in_the_apis_bucket(client, alice, this_host, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"instance-create": "2/minute"}}
+    client.force_login(alice)
+    form = {"template": "no-such-template", "gpu": "rtx-5090", "storage": "50", "access": ["ssh"]}
+    codes = [client.post(reverse("web:launch"), form).status_code for _ in range(2)]
+    assert codes == [HTTPStatus.BAD_REQUEST] * 2
+    response = client.post(reverse("web:launch"), {**form, "template": TemplateFactory().slug})
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert b'data-code="throttled"' in response.content
+    assert b"Too many launches in a short time. Try again in" in response.content
+    assert not Instance.objects.filter(owner=alice).exists()
+    # The page itself still answers; only launches are counted.
+    assert client.get(reverse("web:launch")).status_code == HTTPStatus.OK
+
+
+def test_the_web_and_the_api_share_one_launch_bucket_per_user(client, alice, bob, this_host, settings):
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": {"instance-create": "2/minute"}}
+    api = token_client(alice)
+    assert api.post("/api/gpu/instances", {"template": "x"}, format="json").status_code == HTTPStatus.BAD_REQUEST
+    client.force_login(alice)
+    form = {"template": "no-such-template", "gpu": "rtx-5090", "storage": "50", "access": ["ssh"]}
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.BAD_REQUEST
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.TOO_MANY_REQUESTS
+    assert api.post("/api/gpu/instances", {"template": "x"}, format="json").status_code == HTTPStatus.TOO_MANY_REQUESTS
+    # Another user's bucket is their own.
+    client.force_login(bob)
+    assert client.post(reverse("web:launch"), form).status_code == HTTPStatus.BAD_REQUEST
