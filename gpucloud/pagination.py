@@ -10,6 +10,8 @@ the bound is an empty page, as before. Every list of the API pages with this cla
 
 from __future__ import annotations
 
+from typing import Any
+
 from rest_framework.exceptions import ValidationError
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -32,3 +34,13 @@ class BoundedPagination(LimitOffsetPagination):
         if offset > MAX_OFFSET:
             raise ValidationError({self.offset_query_param: [f"Ensure this value is at most {MAX_OFFSET}."]})
         return offset
+
+    def get_schema_operation_parameters(self, view: Any) -> list[dict[str, Any]]:
+        """DRF's two parameters, with their bounds in the schema (what a client may send)."""
+        parameters = super().get_schema_operation_parameters(view)
+        for parameter in parameters:
+            if parameter["name"] == self.offset_query_param:
+                parameter["schema"] |= {"minimum": 0, "maximum": MAX_OFFSET}
+            elif parameter["name"] == self.limit_query_param:
+                parameter["description"] += f" At most {MAX_LIMIT}: a larger limit is served as {MAX_LIMIT}."
+        return parameters

@@ -196,12 +196,9 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
-# How many reverse proxies of ours stand in front of Django (the compose stack's TLS
-# proxy: 1). Each appends the address it saw to X-Forwarded-For, so the client is the
-# N-th address from the right; what lies left of it is whatever the client sent. Every
-# per-address limit (the API's failed-token throttle, allauth's failed logins) keys on
-# it: behind a proxy with 0 they would all count the proxy, one address for everyone.
-# 0 (direct exposure): X-Forwarded-For is ignored, the client is REMOTE_ADDR.
+# Reverse proxies of ours in front of Django (compose: 1). Each appends the address it
+# saw to X-Forwarded-For: the client is the N-th from the right, and every per-address
+# limit keys on it (else all count the proxy). 0: the header is ignored (REMOTE_ADDR).
 GPUCLOUD_TRUSTED_PROXIES = env_int("GPUCLOUD_TRUSTED_PROXIES", 0)
 ALLAUTH_TRUSTED_PROXY_COUNT = GPUCLOUD_TRUSTED_PROXIES
 
