@@ -93,3 +93,63 @@ def test_the_web_page_and_the_command_set_an_expiry(client, alice, db):
 def test_an_expiry_in_the_past_is_refused(alice):
     with pytest.raises(InvalidTokenExpiry):
         token_create(user=alice, expires_at=timezone.now())
+
+
+PASSWORD = "correct-horse-battery-staple"  # tests.factories.UserFactory's
+NEW = "n3w-Pa55word!-long-enough"
+
+
+def _works(key: str) -> bool:
+    apicache.clear()
+    return _client(key).get("/api/gpu/tokens").status_code == HTTPStatus.OK
+
+
+def test_changing_the_password_on_the_account_page_revokes_the_tokens_and_says_so(
+    client, alice, mailoutbox, django_capture_on_commit_callbacks
+):
+    _, key = token_create(user=alice, name="notebook")
+    _, other = token_create(user=alice, name="ci")
+    assert _works(key)
+    client.force_login(alice)
+    with django_capture_on_commit_callbacks(execute=True):
+        changed = client.post(
+            "/accounts/password/change/", {"oldpassword": PASSWORD, "password1": NEW, "password2": NEW}, follow=True
+        )
+    assert changed.status_code == HTTPStatus.OK
+    assert not _works(key)
+    assert not _works(other)
+    assert not alice.api_tokens.filter(revoked_at__isnull=True).exists()
+    assert "API tokens were revoked" in changed.content.decode()
+    (mail,) = [m for m in mailoutbox if "API tokens revoked" in m.subject]
+    assert mail.to == ["alice@example.com"]
+    assert "2 API tokens" in mail.body
+
+
+def test_the_admins_password_change_revokes_the_tokens(
+    client, alice, olga, mailoutbox, django_capture_on_commit_callbacks
+):
+    _, key = token_create(user=alice)
+    client.force_login(olga)
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = client.post(
+            reverse("admin:auth_user_password_change", args=[alice.pk]),
+            {"password1": NEW, "password2": NEW, "usable_password": "true"},
+        )
+    assert answer.status_code == HTTPStatus.FOUND, answer.content[:2000]
+    alice.refresh_from_db()
+    assert alice.check_password(NEW)
+    assert not _works(key)
+    assert any("API tokens revoked" in m.subject for m in mailoutbox)
+
+
+def test_set_password_anywhere_revokes_but_other_saves_do_not(alice):
+    _, key = token_create(user=alice)
+    alice.first_name = "Alice"
+    alice.save()
+    alice.save(update_fields=["last_login"])
+    assert _works(key)
+    alice.set_password(NEW)
+    alice.save()
+    assert not _works(key)
+    _, fresh = token_create(user=alice, name="after")
+    assert _works(fresh)  # tokens made after the change work
