@@ -196,8 +196,16 @@ if not DEBUG:
     SECURE_HSTS_PRELOAD = True
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 
+# Reverse proxies of ours in front of Django (compose: 1). Each appends the address it
+# saw to X-Forwarded-For: the client is the N-th from the right, and every per-address
+# limit keys on it (else all count the proxy). 0: the header is ignored (REMOTE_ADDR).
+GPUCLOUD_TRUSTED_PROXIES = env_int("GPUCLOUD_TRUSTED_PROXIES", 0)
+ALLAUTH_TRUSTED_PROXY_COUNT = GPUCLOUD_TRUSTED_PROXIES
+
 # REST framework
 REST_FRAMEWORK = {
+    # An int, never DRF's default None (which trusts the whole, client-written header).
+    "NUM_PROXIES": GPUCLOUD_TRUSTED_PROXIES,
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first: its WWW-Authenticate header makes a missing login a 401, not a 403.
         "instances.access.authentication.ApiTokenAuthentication",
@@ -217,7 +225,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "gpucloud.exceptions.api_exception_handler",
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
+    # LimitOffsetPagination with a maximum limit and a bounded offset (a 400 past it).
+    "DEFAULT_PAGINATION_CLASS": "gpucloud.pagination.BoundedPagination",
     "PAGE_SIZE": 50,
 }
 SPECTACULAR_SETTINGS = {

@@ -336,7 +336,7 @@ class SSHKeyAdmin(admin.ModelAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ("name", "owner", "prefix", "created_at", "last_used_at", "revoked")
+    list_display = ("name", "owner", "prefix", "created_at", "last_used_at", "expires_at", "revoked")
     list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
     search_fields = ("name", "owner__username", "prefix")
     list_select_related = ("owner",)

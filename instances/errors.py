@@ -40,6 +40,20 @@ class InvalidSSHKey(InstanceError):
     default_message = "That is not a valid SSH public key."
 
 
+class TokenNeedsSession(InstanceError):
+    """An API token asked to make another: only a signed-in session (or the operator's
+    `create_api_token`) may, so a leaked key cannot mint a sibling that outlives it."""
+
+    code = "instances:token-needs-session"
+    status = HTTPStatus.FORBIDDEN
+    default_message = "API tokens are made from a signed-in web session, not with an API token."
+
+
+class InvalidTokenExpiry(InstanceError):
+    code = "instances:invalid-token-expiry"
+    default_message = "A token's expiry must lie in the future."
+
+
 class InvalidEnv(InstanceError):
     code = "instances:invalid-env"
     default_message = "Environment variables must be NAME=value strings with a valid name."

@@ -238,9 +238,20 @@ def ssh_key_delete(request: HttpRequest, key_id: int) -> HttpResponse:
 def tokens(request: HttpRequest) -> HttpResponse:
     new_key = None
     if request.method == "POST":
-        token, new_key = api_tokens.token_create(user=request.user, name=request.POST.get("name", "").strip())
-        messages.success(request, f"Token {token.name} created. Copy it now: it is shown only once.")
-    context = {"tokens": api_tokens.token_list(user=request.user), "new_key": new_key}
+        try:
+            expires_at = api_tokens.token_expiry_in(days=request.POST.get("expires_days", ""))
+            token, new_key = api_tokens.token_create(
+                user=request.user, name=request.POST.get("name", "").strip(), expires_at=expires_at
+            )
+        except InstanceError as exc:
+            messages.error(request, exc.message)
+        else:
+            messages.success(request, f"Token {token.name} created. Copy it now: it is shown only once.")
+    context = {
+        "tokens": api_tokens.token_list(user=request.user),
+        "new_key": new_key,
+        "expiry_days": api_tokens.TOKEN_EXPIRY_DAYS,
+    }
     return render(request, "instances/tokens.html", context)
 
 

@@ -70,7 +70,7 @@ def _templates(request: Request) -> QuerySet[Template]:
 
 @extend_schema_view(
     get=extend_schema(
-        summary="List the catalog", tags=["templates"], responses={200: TemplateSerializer, **error_responses()}
+        summary="List the catalog", tags=["templates"], responses={200: TemplateSerializer, **error_responses(400)}
     ),
     post=extend_schema(
         summary="Add a template (staff)",

@@ -35,9 +35,14 @@ def _rate(scope: str) -> tuple[int, int]:
 
 
 def _client_ip(request: Request) -> str:
-    # Behind a trusted proxy, NUM_PROXIES makes DRF read X-Forwarded-For; the
-    # throttle's own helper does exactly that.
-    return SimpleRateThrottle().get_ident(request) if api_settings.NUM_PROXIES else request.META.get("REMOTE_ADDR", "")
+    """The client's address: REMOTE_ADDR, or behind NUM_PROXIES trusted proxies
+    (settings.GPUCLOUD_TRUSTED_PROXIES) the right-most address of X-Forwarded-For that
+    none of them wrote. A client cannot choose it: what it sends lies further left."""
+    proxies = api_settings.NUM_PROXIES or 0
+    forwarded = [part.strip() for part in request.headers.get("x-forwarded-for", "").split(",")]
+    if proxies and len(forwarded) >= proxies and forwarded[-proxies]:
+        return forwarded[-proxies]
+    return request.META.get("REMOTE_ADDR", "")
 
 
 class AuthFailureThrottle:

@@ -1,7 +1,9 @@
 """API tokens of a user: make, list, revoke, and authenticate a request's key.
 
 Only the SHA-256 of a key is stored; the plain key is returned once by `token_create`
-and cannot be recovered afterwards.
+and cannot be recovered afterwards. A token may carry an expiry: past it, it fails
+authentication as a revoked one does. A password change revokes all of a user's
+tokens (`tokens_revoke_all`, called by instances.access.passwords).
 """
 
 from __future__ import annotations
@@ -18,29 +20,57 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from instances import cache as apicache
-from instances.errors import NotFound
+from instances.errors import InvalidTokenExpiry, NotFound
 from instances.models import ApiToken
 
 TOKEN_PREFIX = "gpc_"  # noqa: S105 (a public prefix, not a secret)
 # last_used_at is a hint for the owner, not an audit log: one write a minute at most
 # keeps token authentication a single read on the hot path.
 TOKEN_TOUCH_SECONDS = 60
+# What the web page offers as a token's lifetime, besides "never".
+TOKEN_EXPIRY_DAYS = (7, 30, 90, 365)
 
 
 def token_hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def _unexpired(now: datetime) -> Q:
+    return Q(expires_at__isnull=True) | Q(expires_at__gt=now)
+
+
 def token_list(*, user: Any) -> QuerySet[ApiToken]:
-    """The user's active (not revoked) tokens."""
-    return ApiToken.objects.filter(owner=user, revoked_at__isnull=True).order_by("-created_at", "-id")
+    """The user's active tokens: not revoked, not expired."""
+    return ApiToken.objects.filter(_unexpired(timezone.now()), owner=user, revoked_at__isnull=True).order_by(
+        "-created_at", "-id"
+    )
 
 
-def token_create(*, user: Any, name: str = "") -> tuple[ApiToken, str]:
-    """Make a token for the user. Returns the row and the plain key, which is never stored."""
+def token_expiry_in(*, days: str) -> datetime | None:
+    """The expiry `days` (one of TOKEN_EXPIRY_DAYS, as the web form sends it) from now;
+    None ("never") for an empty value. Raises InvalidTokenExpiry for any other value."""
+    if not days.strip():
+        return None
+    if days.strip() not in {str(d) for d in TOKEN_EXPIRY_DAYS}:
+        raise InvalidTokenExpiry(f"Choose an expiry of {', '.join(map(str, TOKEN_EXPIRY_DAYS))} days, or never.")
+    return timezone.now() + timedelta(days=int(days))
+
+
+def token_create(*, user: Any, name: str = "", expires_at: datetime | None = None) -> tuple[ApiToken, str]:
+    """Make a token for the user, valid until `expires_at` (None: until revoked).
+
+    Returns the row and the plain key, which is never stored. Raises InvalidTokenExpiry
+    for an expiry that is not in the future.
+    """
+    if expires_at is not None and expires_at <= timezone.now():
+        raise InvalidTokenExpiry(detail={"expires_at": expires_at.isoformat()})
     key = TOKEN_PREFIX + secrets.token_urlsafe(32)
     token = ApiToken.objects.create(
-        owner=user, name=(name or "").strip()[:64] or "api", prefix=key[:12], key_hash=token_hash(key)
+        owner=user,
+        name=(name or "").strip()[:64] or "api",
+        prefix=key[:12],
+        key_hash=token_hash(key),
+        expires_at=expires_at,
     )
     return token, key
 
@@ -54,6 +84,15 @@ def token_revoke(*, user: Any, token_id: int | str) -> ApiToken:
     token.revoked_at = timezone.now()
     token.save(update_fields=["revoked_at"])
     return token
+
+
+def tokens_revoke_all(*, user: Any) -> int:
+    """Revoke every active token of the user (a password change). Returns how many.
+
+    A queryset update sends no post_save: the caller saves the user, whose post_save
+    bumps the user's API cache version, so no process keeps answering from them.
+    """
+    return ApiToken.objects.filter(owner=user, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,6 +121,9 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
     owner_id = apicache.token_owner_id(digest)
     stamp = apicache.versions(owner_id) if owner_id is not None else None
     hit = apicache.token_get(digest, stamp) if stamp is not None else None
+    # An expiry passes without any write to bump a version: the cached token is checked.
+    if hit is not None and hit[0].expires_at is not None and hit[0].expires_at <= now:
+        hit = None
     if hit is not None:
         cached, touched = hit
         if clock - touched >= TOKEN_TOUCH_SECONDS:
@@ -93,7 +135,7 @@ def token_authenticate(*, key: str, before_database: Callable[[], None] | None =
         before_database()
     token = (
         ApiToken.objects.select_related("owner")
-        .filter(key_hash=digest, revoked_at__isnull=True, owner__is_active=True)
+        .filter(_unexpired(now), key_hash=digest, revoked_at__isnull=True, owner__is_active=True)
         .first()
     )
     if token is None:

@@ -67,20 +67,22 @@ NOTE_RESTART = (
 )
 
 
-class CountedPagination(LimitOffsetPagination):
-    """Limit/offset over `selectors.instance_page`, whose page carries its total
-    (COUNT(*) OVER ()): one query for both, not two."""
-
-    def paginate_rows(self, request: Request, fetch: Callable[[int, int], tuple[list, int]]) -> list:
-        self.request = request
-        limit: int = self.get_limit(request) or api_settings.PAGE_SIZE or 20
-        self.limit, self.offset = limit, self.get_offset(request)
-        page, self.count = fetch(self.offset, limit)
-        if not page and self.offset:  # an empty page past the end still needs the real total for its links
-            self.count = fetch(0, 1)[1]
-        if self.count > limit and self.template is not None:
-            self.display_page_controls = True
-        return page
+def paginate_counted(
+    *, paginator: LimitOffsetPagination, request: Request, fetch: Callable[[int, int], tuple[list, int]]
+) -> list:
+    """One page through the API's paginator (its bounds on limit and offset apply) over
+    `selectors.instance_page`, whose page carries its total (COUNT(*) OVER ()): one
+    query for both, not two. Sets the paginator's request, limit, offset and count, as
+    its own paginate_queryset would. Raises ValidationError for an offset out of bounds."""
+    paginator.request = request
+    limit: int = paginator.get_limit(request) or api_settings.PAGE_SIZE or 20
+    paginator.limit, paginator.offset = limit, paginator.get_offset(request)
+    page, paginator.count = fetch(paginator.offset, limit)
+    if not page and paginator.offset:  # an empty page past the end still needs the real total for its links
+        paginator.count = fetch(0, 1)[1]
+    if paginator.count > limit and paginator.template is not None:
+        paginator.display_page_controls = True
+    return page
 
 
 def _note(status: str) -> str | None:
@@ -231,7 +233,6 @@ class CachedJSONRenderer(JSONRenderer):
 
 class InstanceListApi(generics.GenericAPIView):
     serializer_class = InstanceOutput
-    pagination_class = CountedPagination
     throttle_classes = (InstanceCreateThrottle,)
     renderer_classes = (CachedJSONRenderer, BrowsableAPIRenderer)
 
@@ -270,9 +271,11 @@ class InstanceListApi(generics.GenericAPIView):
             return self.get_serializer(page, many=True).data, total
 
         paginator = self.paginator
-        if not isinstance(paginator, CountedPagination):  # pagination_class above; narrows the type
-            raise TypeError("InstanceListApi pages with CountedPagination")
-        return paginator.get_paginated_response(paginator.paginate_rows(request, fetch)).data
+        if not isinstance(paginator, LimitOffsetPagination):  # the API's default; narrows the type
+            raise TypeError("InstanceListApi pages with a LimitOffsetPagination")
+        return paginator.get_paginated_response(
+            paginate_counted(paginator=paginator, request=request, fetch=fetch)
+        ).data
 
     @extend_schema(
         summary="Launch an instance",

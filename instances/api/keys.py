@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from gpucloud.errors import error_responses
 from instances.access import sshkeys, tokens
+from instances.errors import TokenNeedsSession
 from instances.models import ApiToken, SSHKey
 
 
@@ -31,7 +32,7 @@ class SSHKeyInput(serializers.Serializer):
 class TokenOutput(serializers.ModelSerializer):
     class Meta:
         model = ApiToken
-        fields: tuple[str, ...] = ("id", "name", "prefix", "created_at", "last_used_at")
+        fields: tuple[str, ...] = ("id", "name", "prefix", "created_at", "last_used_at", "expires_at")
 
 
 class TokenCreated(TokenOutput):
@@ -43,6 +44,9 @@ class TokenCreated(TokenOutput):
 
 class TokenInput(serializers.Serializer):
     name = serializers.CharField(max_length=64, required=False, allow_blank=True)
+    expires_at = serializers.DateTimeField(
+        required=False, allow_null=True, help_text="When the token stops working; empty: when revoked."
+    )
 
 
 class SSHKeyListApi(generics.ListAPIView):
@@ -52,7 +56,7 @@ class SSHKeyListApi(generics.ListAPIView):
         return sshkeys.sshkey_list(user=self.request.user)
 
     @extend_schema(
-        summary="List my SSH public keys", tags=["ssh-keys"], responses={200: SSHKeyOutput, **error_responses()}
+        summary="List my SSH public keys", tags=["ssh-keys"], responses={200: SSHKeyOutput, **error_responses(400)}
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
@@ -116,22 +120,30 @@ class TokenListApi(generics.ListAPIView):
         return tokens.token_list(user=self.request.user)
 
     @extend_schema(
-        summary="List my active API tokens", tags=["tokens"], responses={200: TokenOutput, **error_responses()}
+        summary="List my active API tokens", tags=["tokens"], responses={200: TokenOutput, **error_responses(400)}
     )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
     @extend_schema(
         summary="Make an API token",
-        description="The answer holds the key once; only its SHA-256 is kept.",
+        description="The answer holds the key once; only its SHA-256 is kept. From a signed-in "
+        "session only (the browsable API): a request authenticated by an API token is a 403 "
+        "`instances:token-needs-session`, so a leaked token cannot make one that survives its revocation.",
         tags=["tokens"],
         request=TokenInput,
         responses={201: TokenCreated, **error_responses(400)},
     )
     def post(self, request: Request) -> Response:
+        if isinstance(request.auth, tokens.TokenAuth):
+            raise TokenNeedsSession()
         data = TokenInput(data=request.data)
         data.is_valid(raise_exception=True)
-        token, key = tokens.token_create(user=request.user, name=data.validated_data.get("name", ""))
+        token, key = tokens.token_create(
+            user=request.user,
+            name=data.validated_data.get("name", ""),
+            expires_at=data.validated_data.get("expires_at"),
+        )
         token.key = key  # type: ignore[attr-defined]
         return Response(TokenCreated(token).data, status=status.HTTP_201_CREATED)
 

@@ -74,7 +74,11 @@ def _check_env(env: dict[str, str] | None) -> dict[str, str]:
     if not isinstance(env, dict):
         raise InvalidEnv()
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.match(name) or name.upper().startswith(_RESERVED_ENV_PREFIXES):
+        if (
+            not isinstance(name, str)
+            or not _ENV_NAME.fullmatch(name)
+            or name.upper().startswith(_RESERVED_ENV_PREFIXES)
+        ):
             raise InvalidEnv(f"{name!r} is not an allowed variable name.", detail={"name": str(name)})
         if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
             raise InvalidEnv(f"The value of {name} must be a string.", detail={"name": name})

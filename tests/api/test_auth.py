@@ -70,8 +70,10 @@ def test_an_inactive_users_token_is_refused(alice):
     assert _client(f"Token {key}").get("/api/gpu/tokens").status_code == HTTPStatus.UNAUTHORIZED
 
 
-def test_tokens_are_made_listed_and_revoked_by_their_owner_only(alice_api, bob_api, bob):
-    created = alice_api.post("/api/gpu/tokens", {"name": "notebook"}, format="json")
+def test_tokens_are_made_listed_and_revoked_by_their_owner_only(alice, alice_api, bob_api, bob):
+    session = APIClient()  # the browsable API: only a signed-in session makes tokens
+    session.force_login(alice)
+    created = session.post("/api/gpu/tokens", {"name": "notebook"}, format="json")
     assert created.status_code == HTTPStatus.CREATED
     body = created.json()
     assert body["key"].startswith(body["prefix"])

@@ -105,10 +105,14 @@ def test_every_session_write_needs_the_csrf_token(alice, alices_things):
     api.cookies["csrftoken"] = csrf
     created = api.post("/api/gpu/tokens", {"name": "with-csrf"}, format="json", HTTP_X_CSRFTOKEN=csrf)
     assert created.status_code == HTTPStatus.CREATED
-    # API tokens need no CSRF token (no cookie rides along with them).
+    # API tokens need no CSRF token (no cookie rides along with them); they cannot make
+    # tokens, but they get past CSRF to be told so.
     client = APIClient(enforce_csrf_checks=True)
     client.credentials(HTTP_AUTHORIZATION=f"Token {created.json()['key']}")
-    assert client.post("/api/gpu/tokens", {"name": "by-token"}, format="json").status_code == HTTPStatus.CREATED
+    by_token = client.post("/api/gpu/tokens", {"name": "by-token"}, format="json")
+    assert by_token.status_code == HTTPStatus.FORBIDDEN
+    assert by_token.json()["error"]["code"] == "instances:token-needs-session"
+    assert client.delete(f"/api/gpu/tokens/{created.json()['id']}").status_code == HTTPStatus.NO_CONTENT
 
 
 def _login(client: Client, email: str, password: str):

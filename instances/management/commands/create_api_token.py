@@ -5,11 +5,13 @@ For automation: `TOKEN=$(python manage.py create_api_token ci-bot | tail -n1)`.
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
+from django.utils import timezone
 
 from instances.access.tokens import token_create
 
@@ -21,12 +23,22 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--staff", action="store_true", help="Make the user staff (may edit the catalog).")
         parser.add_argument("--name", default="cli", help="A name for the token, shown in token lists.")
+        parser.add_argument(
+            "--expires-days",
+            type=int,
+            default=None,
+            help="The token stops working after this many days (default: never).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         User = get_user_model()
         username = options["username"].strip()
         if not username:
             raise CommandError("USERNAME must not be empty.")
+        days = options["expires_days"]
+        if days is not None and days <= 0:
+            raise CommandError("--expires-days must be a positive number of days.")
+        expires_at = timezone.now() + timedelta(days=days) if days is not None else None
         with transaction.atomic():
             user, created = User.objects.get_or_create(username=username)
             if created:
@@ -35,10 +47,12 @@ class Command(BaseCommand):
             if options["staff"]:
                 user.is_staff = True
             user.save()
-            token, key = token_create(user=user, name=options["name"])
+            token, key = token_create(user=user, name=options["name"], expires_at=expires_at)
         self.stdout.write(
             f"{'Created' if created else 'Existing'} user {username}{' (staff)' if user.is_staff else ''}; "
-            f"token '{token.name}' ({token.prefix}…). It is shown once; store it now:"
+            f"token '{token.name}' ({token.prefix}…), "
+            f"{'expires ' + expires_at.isoformat(timespec='minutes') if expires_at else 'never expires'}. "
+            "It is shown once; store it now:"
         )
         # Printed to the operator's terminal on purpose, never logged.
         self.stdout.write(key)
