@@ -111,6 +111,41 @@ def test_bad_launches_are_400_with_a_stable_code(alice_api, ready, change, code)
     assert not Instance.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "pythonpath",
+        "PERL5OPT",
+        "PERL5LIB",
+        "RUBYOPT",
+        "NODE_OPTIONS",
+        "BASH_ENV",
+        "ENV",
+        "PROMPT_COMMAND",
+        "JUPYTER_CONFIG_DIR",
+        "JAVA_TOOL_OPTIONS",
+        "PATH",
+        "HOME",
+    ],
+)
+def test_an_env_that_hooks_the_images_interpreters_is_400(alice_api, ready, name):
+    """A hook planted in /workspace must not be run by the image's own services."""
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, "env": {name: "/workspace/hook"}}, format="json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["error"]["code"] == "instances:invalid-env"
+    assert response.json()["error"]["detail"] == {"name": name}
+    assert not Instance.objects.exists()
+
+
+def test_an_ordinary_env_is_still_accepted(alice_api, ready):
+    env = {"HF_HOME": "/workspace/hf", "ENVIRONMENT": "dev", "MODEL_DIR": "/workspace/models", "MY_PATH": "/a"}
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, "env": env}, format="json")
+    assert response.status_code == HTTPStatus.ACCEPTED, response.json()
+
+
 def test_a_gpu_type_too_small_for_the_template_is_400_naming_both_amounts(alice_api, ready, template):
     template.min_gpu_memory_mb = 49152
     template.save()
