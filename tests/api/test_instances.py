@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -235,6 +236,31 @@ def test_a_state_conflict_is_409_and_changes_nothing(alice_api, alice, ready, st
     instance.refresh_from_db()
     assert instance.status == status
     assert InstanceEvent.objects.filter(instance=instance).count() == events
+
+
+def test_a_start_during_the_backoff_is_429_with_the_wait(alice_api, alice, ready):
+    """After starts whose containers never became ready, a new start waits (issue 16)."""
+    instance = mark(launch(alice), "failed")
+    Instance.objects.filter(pk=instance.pk).update(
+        gpu=None, failed_starts=3, start_not_before=timezone.now() + timedelta(seconds=120)
+    )
+    events = InstanceEvent.objects.filter(instance=instance).count()
+
+    response = alice_api.post(f"/api/gpu/instances/{instance.public_id}/start")
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    error = response.json()["error"]
+    assert error["code"] == "instances:start-backoff"
+    assert 119 <= error["detail"]["retry_after_seconds"] <= 120
+    assert error["detail"]["failed_starts"] == 3
+    assert f"try again in {error['detail']['retry_after_seconds']} s" in error["message"]
+    assert response["Retry-After"] == str(error["detail"]["retry_after_seconds"])
+    instance.refresh_from_db()
+    assert instance.status == "failed"
+    assert InstanceEvent.objects.filter(instance=instance).count() == events
+
+    Instance.objects.filter(pk=instance.pk).update(start_not_before=timezone.now() - timedelta(seconds=1))
+    response = alice_api.post(f"/api/gpu/instances/{instance.public_id}/start")
+    assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "starting")
 
 
 def test_destroying_twice_is_a_409(alice_api, alice, ready):
