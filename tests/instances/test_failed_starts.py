@@ -16,11 +16,11 @@ from billing.models import UsageRecord
 from instances.errors import InfrastructureError, StartBackoff
 from instances.host.runtime import ContainerState, DockerRuntime
 from instances.models import Instance, InstanceEvent
-from instances.services import instance_launch, instance_start
+from instances.services import instance_launch, instance_restart, instance_start
 from instances.services.provision import instance_provision, instance_start_execute
 from templates_app.models import Template
 from tests.billing.helpers import credit
-from tests.containers import labelled_containers
+from tests.containers import docker, labelled_containers
 from tests.factories import TemplateFactory
 
 pytestmark = pytest.mark.docker
@@ -155,3 +155,33 @@ def test_a_start_task_run_again_after_the_container_ran_writes_no_second_started
     assert kinds(instance).count(Kind.ENDED) == 0
     assert instance.events.get(kind=Kind.STARTED).pk == first.pk
     assert labelled_containers(instance=instance.public_id) == [instance.container_id]
+
+
+def test_a_hook_planted_in_the_workspace_is_billed_and_backed_off_at_the_restart(settings, alice, this_host):
+    """The attack itself: an image whose start-up runs what the workspace holds (here: a
+    hook that holds the start and never lets sshd listen) restarted after the customer
+    planted the hook."""
+    settings.GPUCLOUD_READY_TIMEOUT_SECONDS = 3
+    credit(alice, "50.00")
+    hooked = TemplateFactory(
+        slug="test-hooked",
+        command=["sh", "-c", "if [ -e /workspace/.hook ]; then exec sleep 600; fi; exec /opt/gpucloud/start.sh"],
+    )
+    launched = instance_launch(user=alice, template=hooked, gpu_type="rtx-5090", storage_gb=10, access=["ssh"])
+    instance = instance_provision(instance_id=launched.pk)
+    assert instance.status == "running", instance.last_error
+    docker("exec", instance.container_name, "touch", "/workspace/.hook")
+
+    instance_restart(instance=instance)
+    instance = instance_start_execute(instance_id=instance.pk)
+    assert instance.status == "failed"
+    assert labelled_containers(instance=instance.public_id) == []
+    timeline = [k for k in kinds(instance) if k in (Kind.STARTED, Kind.ENDED)]
+    assert timeline == [Kind.STARTED, Kind.ENDED, Kind.STARTED, Kind.ENDED]
+    billing.meter_run()
+    second = UsageRecord.objects.filter(instance=instance, kind="gpu").order_by("started_at").last()
+    assert second.closed_at is not None
+    assert second.ended_at - second.started_at >= timedelta(seconds=3)
+    assert second.cost_usd == billing.money(Decimal("1.49") * 60 / 3600)
+    with pytest.raises(StartBackoff):
+        instance_start(instance=instance)
