@@ -57,7 +57,9 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     if isinstance(exc, DomainError):
-        return Response(error_body(exc.code, exc.message, exc.detail), status=exc.status)
+        retry_after = exc.detail.get("retry_after_seconds")
+        headers = {"Retry-After": str(retry_after)} if isinstance(retry_after, int) else None
+        return Response(error_body(exc.code, exc.message, exc.detail), status=exc.status, headers=headers)
     if isinstance(exc, Http404):
         exc = exceptions.NotFound()
     elif isinstance(exc, PermissionDenied):

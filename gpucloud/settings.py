@@ -308,6 +308,10 @@ GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 2
 GPUCLOUD_WORKSPACE_MIN_FREE_MB = env_int("GPUCLOUD_WORKSPACE_MIN_FREE_MB", 256)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
+# After a start whose container ran but never became ready, the next start waits this
+# long, doubled per further failure up to the cap; a good start resets it.
+GPUCLOUD_START_BACKOFF_SECONDS = env_int("GPUCLOUD_START_BACKOFF_SECONDS", 30)
+GPUCLOUD_START_BACKOFF_MAX_SECONDS = env_int("GPUCLOUD_START_BACKOFF_MAX_SECONDS", 900)
 # A host whose runc / NVIDIA Container Toolkit lack known escape fixes takes no instances
 # (instances/preflight.py); 1 on that host's worker takes them anyway, knowingly.
 GPUCLOUD_PREFLIGHT_OVERRIDE = env_bool("GPUCLOUD_PREFLIGHT_OVERRIDE", default=False)

@@ -78,6 +78,15 @@ class InvalidTransition(InstanceError):
     default_message = "The instance is not in a state that allows this."
 
 
+class StartBackoff(InstanceError):
+    """The instance's last start(s) ran a container that never became ready: a new
+    start waits a delay that doubles with each such failure (instances.services.backoff)."""
+
+    code = "instances:start-backoff"
+    status = HTTPStatus.TOO_MANY_REQUESTS
+    default_message = "The last start of this instance failed; try again shortly."
+
+
 class NotFound(InstanceError):
     code = "instances:not-found"
     status = HTTPStatus.NOT_FOUND

@@ -143,9 +143,14 @@ class Instance(models.Model):
     access_token_encrypted = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
-    # Start of the current running segment; stopped_at is when the last one ended.
+    # Start of the current running (billed) segment: when its container started, not
+    # when its ports first answered; stopped_at is when the last one ended.
     started_at = models.DateTimeField(null=True, blank=True)
     stopped_at = models.DateTimeField(null=True, blank=True)
+    # Starts in a row whose container ran but never became ready, and the time before
+    # which a new start is refused (instances.services.backoff); reset by a good start.
+    failed_starts = models.PositiveIntegerField(default=0)
+    start_not_before = models.DateTimeField(null=True, blank=True)
     terminated_at = models.DateTimeField(null=True, blank=True)
     workspace_removed_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)

@@ -140,6 +140,13 @@ class InstanceOutput(serializers.ModelSerializer):
             "note",
         )
         read_only_fields = fields
+        extra_kwargs = {
+            "started_at": {
+                "help_text": "When the current billed GPU segment began: when its container started, "
+                "before its services answered (a start that never answers is billed too, 60 s minimum)."
+            },
+            "stopped_at": {"help_text": "When the last billed GPU segment ended."},
+        }
 
     @extend_schema_field(serializers.DictField())
     def get_access(self, instance: Instance) -> dict[str, Any]:

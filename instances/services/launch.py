@@ -35,7 +35,34 @@ from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capa
 from templates_app.models import Template
 
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-_RESERVED_ENV_PREFIXES = ("GPUCLOUD_", "NVIDIA_", "LD_")
+# A customer's variables reach every process of the container, the image's own services
+# (sshd's start script, Jupyter) included. Names the platform sets, and every variable an
+# interpreter or loader reads to run code it was not asked to (a start-up file, a module
+# path, injected options, a config directory in /workspace), are refused: otherwise a hook
+# planted in the persistent workspace runs inside those services at each start.
+_RESERVED_ENV_PREFIXES = (
+    "GPUCLOUD_",
+    "NVIDIA_",
+    "LD_",
+    "PYTHON",  # PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, PYTHONUSERBASE, ...
+    "IPYTHON",
+    "JUPYTER",  # JUPYTER_CONFIG_DIR, JUPYTER_PATH: config files are Python
+    "PERL",  # PERL5LIB, PERL5OPT, PERLLIB
+    "RUBY",  # RUBYOPT, RUBYLIB
+    "NODE_",  # NODE_OPTIONS, NODE_PATH
+    "JAVA_",
+    "_JAVA_",
+    "JDK_JAVA_",
+    "LUA_",
+    "TCL",
+    "BASH_",  # BASH_ENV, BASH_FUNC_*
+    "OPENSSL_",  # OPENSSL_CONF loads engines
+    "XDG_",  # config and data directories
+    "GCONV_",
+)
+_RESERVED_ENV_NAMES = frozenset(
+    {"ENV", "PROMPT_COMMAND", "PS4", "SHELLOPTS", "BASHOPTS", "IFS", "PATH", "HOME", "ZDOTDIR", "GLOBIGNORE"}
+)
 _SSH_KEY = re.compile(r"^(ssh-(ed25519|rsa|dss)|ecdsa-sha2-nistp\d+|sk-[a-z0-9@.-]+) [A-Za-z0-9+/=]+( [^\r\n]*)?$")
 
 
@@ -69,16 +96,17 @@ def _check_access(access: list[str], template: Template) -> list[str]:
     return list(dict.fromkeys(access)) or list(template.access_methods)
 
 
+def _env_reserved(name: str) -> bool:
+    upper = name.upper()
+    return upper in _RESERVED_ENV_NAMES or upper.startswith(_RESERVED_ENV_PREFIXES)
+
+
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
     env = env or {}
     if not isinstance(env, dict):
         raise InvalidEnv()
     for name, value in env.items():
-        if (
-            not isinstance(name, str)
-            or not _ENV_NAME.fullmatch(name)
-            or name.upper().startswith(_RESERVED_ENV_PREFIXES)
-        ):
+        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or _env_reserved(name):
             raise InvalidEnv(f"{name!r} is not an allowed variable name.", detail={"name": str(name)})
         if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
             raise InvalidEnv(f"The value of {name} must be a string.", detail={"name": name})

@@ -24,12 +24,14 @@ from instances.host.runtime import (
     LABEL_INSTANCE,
     LABEL_OWNER,
     ContainerSpec,
+    ContainerState,
     DockerRuntime,
     PortSpec,
     runtime_for,
 )
 from instances.host.workspaces import workspace_ensure
 from instances.models import Instance
+from instances.services.backoff import start_backoff_clear
 from instances.services.events import (
     Kind,
     Source,
@@ -112,28 +114,64 @@ def _locked(instance_id: int) -> Instance:
 
 
 def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> Instance:
-    """Make the container, wait for its ports, mark it running; on any refusal remove
-    what was made and mark it failed."""
+    """Make the container, open its GPU segment as soon as it runs, wait for its ports,
+    mark it running; on any refusal remove what was made and mark it failed, the
+    segment closed at the removal (so a start that never answers is charged too)."""
+    ran = False
     try:
         workspace = workspace_ensure(instance=instance)
         state = runtime.run(container_spec(instance=instance, workspace=str(workspace)))
-        Instance.objects.filter(pk=instance.pk).update(container_id=state.id)
+        ran = True
+        _billing_begin(instance_id=instance.pk, expected=expected, state=state)
         ports = [b.container_port for b in instance.ports.all()]
         runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
-        return instance_settle(instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message)
-    now = timezone.now()
+        # finished_at None: the segment ends now, after the removal, when the GPU is free.
+        return instance_settle(
+            instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message, failed_start=ran
+        )
     with transaction.atomic():
         locked = _locked(instance.pk)
         if locked.status != expected:  # destroyed meanwhile: the destroy task removes it
             return locked
         locked.status, locked.container_id, locked.last_error, locked.stop_reason = Status.RUNNING, state.id, "", ""
-        segment_open(instance=locked, at=now, source=Source.WORKER, data={"gpu": locked.gpu.uuid if locked.gpu else ""})
-        locked.save(update_fields=["status", "container_id", "last_error", "stop_reason", "started_at", "updated_at"])
+        start_backoff_clear(instance=locked)
+        locked.save(
+            update_fields=[
+                "status",
+                "container_id",
+                "last_error",
+                "stop_reason",
+                "failed_starts",
+                "start_not_before",
+                "updated_at",
+            ]
+        )
     logger.info("instance %s running in %s", locked.public_id, state.id[:12])
     exposure_sync(instance=locked, publish=True)
     return locked
+
+
+def _billing_begin(*, instance_id: int, expected: str, state: ContainerState) -> None:
+    """The container runs, so its GPU is in use: open the billed segment now, at the
+    container's start, not when its ports first answer (a workspace that keeps one
+    service from answering would otherwise use the GPU for the whole wait unbilled).
+
+    Under the row lock; no second `started` when a segment is already open (this task
+    delivered again after an earlier attempt opened it).
+    """
+    with transaction.atomic():
+        locked = _locked(instance_id)
+        locked.container_id = state.id
+        # `terminating`: destroyed meanwhile; the destroy task (which waits for this
+        # task's instance lock) stops the container and closes the segment.
+        if locked.status in (expected, Status.TERMINATING) and not segment_is_open(locked):
+            gpu = locked.gpu.uuid if locked.gpu else ""
+            segment_open(
+                instance=locked, at=state.started_at or timezone.now(), source=Source.WORKER, data={"gpu": gpu}
+            )
+        locked.save(update_fields=["container_id", "started_at", "updated_at"])
 
 
 def _take_down(*, instance: Instance, runtime: DockerRuntime) -> datetime | None:
@@ -144,7 +182,8 @@ def _take_down(*, instance: Instance, runtime: DockerRuntime) -> datetime | None
 
 
 def instance_provision(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:
-    """Provision a pending instance: workspace, container, ports answering → running.
+    """Provision a pending instance: workspace, container (billed from its start), ports
+    answering → running.
 
     Any refusal ends it `failed` with the reason, its GPU and ports released and no
     container left. Raises InfrastructureError (retried) when Docker is unreachable.

@@ -13,6 +13,7 @@ from django.utils import timezone
 
 from instances.access.exposure import exposure_sync
 from instances.models import Instance
+from instances.services.backoff import start_backoff_record
 from instances.services.events import Kind, Source, Status, event_add, logger, release, segment_close
 
 
@@ -24,10 +25,16 @@ def instance_settle(
     reason: str = "",
     finished_at: datetime | None = None,
     source: str = Source.WORKER,
+    failed_start: bool = False,
 ) -> Instance:
     """Move the row from `expected` to a resting status (stopped, failed, terminated):
-    close the running segment at `finished_at`, free the GPU and ports, record why, and
-    withdraw its public routes. A row no longer in `expected` is returned unchanged."""
+    close the running segment at `finished_at` (now when None), free the GPU and ports,
+    record why, and withdraw its public routes. A row no longer in `expected` is
+    returned unchanged.
+
+    `failed_start`: the container ran but never became ready; the next start is
+    refused for a growing delay (instances.services.backoff).
+    """
     with transaction.atomic():
         locked = Instance.objects.select_for_update(of=("self",)).select_related("host", "gpu").get(pk=instance_id)
         if locked.status not in expected:
@@ -41,12 +48,15 @@ def instance_settle(
             Status.TERMINATED: Kind.TERMINATED,
         }
         kind = kinds[status]
+        data: dict[str, int] = {}
         if status == Status.FAILED:
             locked.last_error = reason
+            if failed_start:
+                data["retry_after_seconds"] = start_backoff_record(instance=locked, now=timezone.now())
         if status == Status.TERMINATED:
             locked.terminated_at = timezone.now()
         locked.save()
-        event_add(instance=locked, kind=kind, source=source, message=reason)
+        event_add(instance=locked, kind=kind, source=source, message=reason, data=data)
     logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
     exposure_sync(instance=locked, publish=False)
     return locked

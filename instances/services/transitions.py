@@ -9,10 +9,12 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 
 from instances.errors import InvalidTransition
 from instances.models import Instance, PortBinding
 from instances.services import queue
+from instances.services.backoff import start_backoff_check
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.launch import admission_lock, admit, gpu_memory_check, scheduled_data
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
@@ -53,12 +55,14 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     """Start a stopped (or failed) instance on a GPU of its type on its host (which
     keeps its workspace); it may be another GPU than before.
 
-    Raises InvalidTransition, GpuTooSmall (the template's minimum GPU memory was raised
-    since the launch), an admission check's error, LockBusy (another launch or start of
-    the owner's holds the admission lock), or NoCapacity.
+    Raises InvalidTransition, StartBackoff (its last start ran a container that never
+    became ready: 429 until the delay is over), GpuTooSmall (the template's minimum GPU
+    memory was raised since the launch), an admission check's error, LockBusy (another
+    launch or start of the owner's holds the admission lock), or NoCapacity.
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
+    start_backoff_check(instance=instance, now=timezone.now())
     # Read the template again: an operator may have raised its minimum since this
     # instance (or the object in hand) was loaded.
     gpu_memory_check(template=Template.objects.get(pk=instance.template_id), gpu_type=instance.gpu_type)
@@ -76,6 +80,8 @@ def _admit_and_start(*, instance: Instance, actor: Any, source: str, reason: str
                 locked = _locked(instance)
                 if locked.status not in (Status.STOPPED, Status.FAILED):
                     raise _refuse(locked, "start")
+                # Again on the locked row: the object in hand may predate the failure.
+                start_backoff_check(instance=locked, now=timezone.now())
                 host = locked.host
                 if host is None:
                     raise _refuse(locked, "start")
@@ -105,7 +111,8 @@ def instance_restart(*, instance: Instance, actor: Any = None, source: str = Sou
     """Restart a running instance's container on the same GPU and ports.
 
     The running segment ends when the old container stops and a new one begins when
-    the new container answers. Raises InvalidTransition unless running.
+    the new container starts (billed from then, ready or not). Raises
+    InvalidTransition unless running.
     """
     with transaction.atomic():
         locked = _locked(instance)

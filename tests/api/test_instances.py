@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 from http import HTTPStatus
 from types import SimpleNamespace
@@ -111,6 +112,41 @@ def test_bad_launches_are_400_with_a_stable_code(alice_api, ready, change, code)
     assert not Instance.objects.exists()
 
 
+@pytest.mark.parametrize(
+    "name",
+    [
+        "PYTHONPATH",
+        "PYTHONSTARTUP",
+        "PYTHONHOME",
+        "pythonpath",
+        "PERL5OPT",
+        "PERL5LIB",
+        "RUBYOPT",
+        "NODE_OPTIONS",
+        "BASH_ENV",
+        "ENV",
+        "PROMPT_COMMAND",
+        "JUPYTER_CONFIG_DIR",
+        "JAVA_TOOL_OPTIONS",
+        "PATH",
+        "HOME",
+    ],
+)
+def test_an_env_that_hooks_the_images_interpreters_is_400(alice_api, ready, name):
+    """A hook planted in /workspace must not be run by the image's own services."""
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, "env": {name: "/workspace/hook"}}, format="json")
+    assert response.status_code == HTTPStatus.BAD_REQUEST
+    assert response.json()["error"]["code"] == "instances:invalid-env"
+    assert response.json()["error"]["detail"] == {"name": name}
+    assert not Instance.objects.exists()
+
+
+def test_an_ordinary_env_is_still_accepted(alice_api, ready):
+    env = {"HF_HOME": "/workspace/hf", "ENVIRONMENT": "dev", "MODEL_DIR": "/workspace/models", "MY_PATH": "/a"}
+    response = alice_api.post("/api/gpu/instances", {**LAUNCH, "env": env}, format="json")
+    assert response.status_code == HTTPStatus.ACCEPTED, response.json()
+
+
 def test_a_gpu_type_too_small_for_the_template_is_400_naming_both_amounts(alice_api, ready, template):
     template.min_gpu_memory_mb = 49152
     template.save()
@@ -200,6 +236,31 @@ def test_a_state_conflict_is_409_and_changes_nothing(alice_api, alice, ready, st
     instance.refresh_from_db()
     assert instance.status == status
     assert InstanceEvent.objects.filter(instance=instance).count() == events
+
+
+def test_a_start_during_the_backoff_is_429_with_the_wait(alice_api, alice, ready):
+    """After starts whose containers never became ready, a new start waits (issue 16)."""
+    instance = mark(launch(alice), "failed")
+    Instance.objects.filter(pk=instance.pk).update(
+        gpu=None, failed_starts=3, start_not_before=timezone.now() + timedelta(seconds=120)
+    )
+    events = InstanceEvent.objects.filter(instance=instance).count()
+
+    response = alice_api.post(f"/api/gpu/instances/{instance.public_id}/start")
+    assert response.status_code == HTTPStatus.TOO_MANY_REQUESTS
+    error = response.json()["error"]
+    assert error["code"] == "instances:start-backoff"
+    assert 119 <= error["detail"]["retry_after_seconds"] <= 120
+    assert error["detail"]["failed_starts"] == 3
+    assert f"try again in {error['detail']['retry_after_seconds']} s" in error["message"]
+    assert response["Retry-After"] == str(error["detail"]["retry_after_seconds"])
+    instance.refresh_from_db()
+    assert instance.status == "failed"
+    assert InstanceEvent.objects.filter(instance=instance).count() == events
+
+    Instance.objects.filter(pk=instance.pk).update(start_not_before=timezone.now() - timedelta(seconds=1))
+    response = alice_api.post(f"/api/gpu/instances/{instance.public_id}/start")
+    assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "starting")
 
 
 def test_destroying_twice_is_a_409(alice_api, alice, ready):

@@ -11,6 +11,7 @@ from django.conf import settings
 from instances import selectors
 from instances.access.crypto import decrypt
 from instances.api.instances import NOTE_RESTART
+from instances.errors import StartBackoff
 from instances.host.workspaces import workspace_path
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import (
@@ -163,6 +164,13 @@ def test_a_container_that_exits_at_start_fails_the_launch(celery_worker, alice, 
     assert "code 7" in instance.last_error
     assert labelled_containers(instance=instance.public_id) == []
     assert gpu_is_free()
+    # The container ran (on its GPU) before it died: billed from its start, closed at the
+    # failure, and the next start of the instance waits (issue 16).
+    assert [k for k in kinds(instance) if k in (Kind.STARTED, Kind.ENDED)] == [Kind.STARTED, Kind.ENDED]
+    assert instance.failed_starts == 1
+    with pytest.raises(StartBackoff) as refused:
+        instance_start(instance=instance)
+    assert refused.value.detail["retry_after_seconds"] > 0
 
 
 def test_the_same_launch_task_delivered_twice_makes_one_container(celery_worker, alice, this_host):

@@ -42,8 +42,11 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     instance = services.instance_launch(
         user=alice, template=slow_template, gpu_type="rtx-5090", storage_gb=20, access=["ssh"]
     )
-    # The container exists and the worker waits for its ports: kill it there.
+    # The container runs (billed from its start) and the worker waits for its ports: kill
+    # it there.
     wait_until(lambda: labelled(instance=instance.public_id), timeout=60, what="the container")
+    billed = InstanceEvent.objects.filter(instance=instance, kind="started")
+    wait_until(billed.exists, timeout=60, what="the container's start")
     worker.kill()
     instance.refresh_from_db()
     assert instance.status == Instance.Status.PROVISIONING
@@ -53,6 +56,7 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     # Stand-ins for the clocks (see the module docstring): the lock expired, the row is old.
     lock_break(name=instance_lock_name(instance_id=instance.pk))
     Instance.objects.filter(pk=instance.pk).update(updated_at=timezone.now() - timedelta(hours=1))
+    resent_at = timezone.now()
     report = reconcile.host_reconcile(host=rel_host)
     assert report.tasks_resent == [instance.public_id]
 
@@ -63,8 +67,10 @@ def test_a_launch_ends_running_with_one_container_after_its_worker_is_killed(
     assert instance.ports.count() == 1
     assert_nothing_leaked(host=rel_host)
 
-    # Billed from the one `started` fact, the moment the resent task saw the ports answer.
+    # Billed from the one `started` fact: the killed task's container start (the GPU was
+    # held and its container ran from then); the resent task wrote no second one.
     started = InstanceEvent.objects.get(instance=instance, kind="started")
+    assert started.at < resent_at
     meter_run()
     usage = UsageRecord.objects.get(instance=instance, kind="gpu")
     assert usage.started_at == started.at

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from datetime import timedelta
 from http import HTTPStatus
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from instances.models import GpuType, Instance, PortBinding
 from tests.api.helpers import token_client
@@ -145,6 +147,20 @@ def test_restart_and_start_say_which_keeps_the_gpu(client, alice, alices_instanc
     Instance.objects.filter(pk=alices_instance.pk).update(status=Instance.Status.STOPPED, gpu=None)
     page = client.post(reverse("web:instance-action", args=[pid, "start"]), follow=True).content.decode()
     assert "it may be another one" in page
+
+
+def test_a_start_during_the_backoff_says_when_to_try_again(client, alice, alices_instance):
+    client.force_login(alice)
+    Instance.objects.filter(pk=alices_instance.pk).update(
+        status=Instance.Status.FAILED,
+        gpu=None,
+        failed_starts=1,
+        start_not_before=timezone.now() + timedelta(seconds=30),
+    )
+    url = reverse("web:instance-action", args=[alices_instance.public_id, "start"])
+    page = client.post(url, follow=True).content.decode()
+    assert "its services never answered); try again in 30 s." in page
+    assert Instance.objects.get(pk=alices_instance.pk).status == Instance.Status.FAILED
 
 
 def test_the_launch_page_marks_gpu_types_too_small_for_the_chosen_template(client, alice, this_host):
