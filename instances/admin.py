@@ -4,6 +4,7 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from instances.admin_lifecycle import InstanceLifecycleAdmin
@@ -341,10 +342,23 @@ class ApiTokenAdmin(admin.ModelAdmin):
     search_fields = ("name", "owner__username", "prefix")
     list_select_related = ("owner",)
     exclude = ("key_hash",)
-    readonly_fields = ("owner", "name", "prefix", "created_at", "last_used_at")
+    # A revocation is final and an expiry is the owner's: staff revoke with the action
+    # below, and can neither bring a revoked token back nor lengthen a token's life.
+    readonly_fields = ("owner", "name", "prefix", "created_at", "last_used_at", "expires_at", "revoked_at")
+    actions = ("revoke",)
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # tokens are made by their owner or `manage.py create_api_token`
+
+    @admin.action(description="Revoke the selected tokens", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
+        now = timezone.now()
+        revoked = 0
+        for token in queryset.filter(revoked_at__isnull=True):
+            token.revoked_at = now
+            token.save(update_fields=["revoked_at"])  # a save: the API cache's signal sees it
+            revoked += 1
+        self.message_user(request, f"{revoked} token(s) revoked; they stop working at once.")
 
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:

@@ -108,7 +108,7 @@ def env_problems(*, env: Any) -> list[str]:
         return ["Must be an object of names to text values."]
     problems = []
     for name, value in env.items():
-        if not isinstance(name, str) or not ENV_NAME.match(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name):
             problems.append(f"{name!r} is not a variable name.")
         elif env_name_reserved(name=name):
             problems.append(f"{name} is reserved (platform variables, the loader's and interpreters' hooks).")

@@ -33,18 +33,16 @@ from instances.services.events import Kind, Source, Status, event_add
 from instances.services.locks import lock_hold
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
 from templates_app.models import Template
+from templates_app.validation import ENV_NAME, env_name_reserved
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # A customer's variables reach every process of the container, the image's own services
-# (sshd's start script, Jupyter) included. Names the platform sets, and every variable an
-# interpreter or loader reads to run code it was not asked to (a start-up file, a module
-# path, injected options, a config directory in /workspace), are refused: otherwise a hook
-# planted in the persistent workspace runs inside those services at each start.
+# (sshd's start script, Jupyter) included. Refused: what a template may not set either
+# (templates_app.validation: the platform's names, the loader's and interpreters' hooks),
+# and, for customers, every other variable that makes an interpreter or a service run
+# code it was not asked to (a start-up file, a module path, injected options, a config
+# directory in /workspace): otherwise a hook planted in the persistent workspace runs
+# inside those services at each start.
 _RESERVED_ENV_PREFIXES = (
-    "GPUCLOUD_",
-    "NVIDIA_",
-    "LD_",
-    "PYTHON",  # PYTHONPATH, PYTHONSTARTUP, PYTHONHOME, PYTHONUSERBASE, ...
     "IPYTHON",
     "JUPYTER",  # JUPYTER_CONFIG_DIR, JUPYTER_PATH: config files are Python
     "PERL",  # PERL5LIB, PERL5OPT, PERLLIB
@@ -98,7 +96,7 @@ def _check_access(access: list[str], template: Template) -> list[str]:
 
 def _env_reserved(name: str) -> bool:
     upper = name.upper()
-    return upper in _RESERVED_ENV_NAMES or upper.startswith(_RESERVED_ENV_PREFIXES)
+    return env_name_reserved(name=name) or upper in _RESERVED_ENV_NAMES or upper.startswith(_RESERVED_ENV_PREFIXES)
 
 
 def _check_env(env: dict[str, str] | None) -> dict[str, str]:
@@ -106,7 +104,7 @@ def _check_env(env: dict[str, str] | None) -> dict[str, str]:
     if not isinstance(env, dict):
         raise InvalidEnv()
     for name, value in env.items():
-        if not isinstance(name, str) or not _ENV_NAME.fullmatch(name) or _env_reserved(name):
+        if not isinstance(name, str) or not ENV_NAME.fullmatch(name) or _env_reserved(name):
             raise InvalidEnv(f"{name!r} is not an allowed variable name.", detail={"name": str(name)})
         if not isinstance(value, str) or "\x00" in value or len(value) > 4096:
             raise InvalidEnv(f"The value of {name} must be a string.", detail={"name": name})

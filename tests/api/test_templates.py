@@ -129,6 +129,7 @@ HOSTILE = {
         {"GPUCLOUD_AUTHORIZED_KEYS": "ssh-ed25519 AAAA"},
         {"NVIDIA_VISIBLE_DEVICES": "all"},
         {"BAD NAME": "x"},
+        {"HOME\n": "x"},  # a trailing newline is not part of a name
     ],
     "volume_path": ["workspace", "/workspace/../etc", "/", "/workspace:/host", "/a,b", "/a b"],
     "image": [

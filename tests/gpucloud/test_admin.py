@@ -12,6 +12,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from instances.access.sshkeys import sshkey_create
+from instances.access.tokens import token_authenticate, token_create
 from instances.models import Host, Instance, InstanceEvent, PortBinding, SSHKey
 from instances.services import instance_launch
 from templates_app.models import Template
@@ -378,3 +379,23 @@ def test_a_host_network_change_by_a_permitted_operator_is_logged_with_old_and_ne
     assert "public_address: 'gpu.example.com' → 'gpu2.example.com'" in message
     assert "docker_url: 'unix:///var/run/docker.sock' → 'tcp://127.0.0.1:2376'" in message
     assert "bind_address" not in message  # unchanged
+
+
+# -- API tokens: staff revoke, never bring back ------------------------------------------------
+def test_staff_revoke_a_token_with_the_action_and_cannot_bring_it_back(client, olga, alice):
+    token, key = token_create(user=alice, name="ci")
+    client.force_login(olga)
+    changelist = reverse("admin:instances_apitoken_changelist")
+    done = client.post(changelist, {"action": "revoke", "_selected_action": [token.pk]}, follow=True)
+    assert "1 token(s) revoked" in done.content.decode()
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert token_authenticate(key=key) is None
+
+    # The change form shows the revocation and the expiry; posting them back changes nothing.
+    change = reverse("admin:instances_apitoken_change", args=[token.pk])
+    client.post(change, {"revoked_at_0": "", "revoked_at_1": "", "expires_at_0": "2099-01-01", "expires_at_1": "00:00"})
+    token.refresh_from_db()
+    assert token.revoked_at is not None
+    assert token.expires_at is None
+    assert token_authenticate(key=key) is None
