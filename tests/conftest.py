@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.conf import settings
 
+from gpucloud.celery import app
+from instances.host.inventory import host_sync
 from instances.models import Host
 from tests.factories import GpuTypeFactory, UserFactory
 from tests.processes import stop_group, worker_env, worker_start
@@ -42,8 +45,6 @@ def olga(db):
 @pytest.fixture
 def gpu_types(db):
     """The seeded GPU types (a transactional test's flush removes seeded rows)."""
-    from decimal import Decimal
-
     return {
         "rtx-5090": GpuTypeFactory(sku="rtx-5090", display_name="RTX 5090", rate_per_hour=Decimal("1.49")),
         "rtx-pro-6000": GpuTypeFactory(sku="rtx-pro-6000", display_name="RTX PRO 6000", rate_per_hour=Decimal("2.99")),
@@ -53,16 +54,12 @@ def gpu_types(db):
 @pytest.fixture
 def this_host(db, gpu_types) -> Host:
     """This machine as a Host with its two simulated GPUs, named as the worker's queue."""
-    from instances.host.inventory import host_sync
-
     return host_sync(name=settings.GPUCLOUD_HOST_NAME, source="simulated").host
 
 
 @pytest.fixture(scope="session")
 def celery_worker_process(django_db_setup, django_db_blocker) -> Iterator[subprocess.Popen]:
     """A real Celery worker on this host's queue, against the test database and Redis."""
-    from gpucloud.celery import app
-
     assert settings.CELERY_BROKER_URL.startswith("redis"), "worker tests need REDIS_URL (see README)"
     queue = f"host.{settings.GPUCLOUD_HOST_NAME}"
     with app.connection_for_write() as conn:  # start from empty queues

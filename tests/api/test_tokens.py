@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from http import HTTPStatus
 from io import StringIO
@@ -17,6 +16,7 @@ from instances import cache as apicache
 from instances.access.tokens import token_create
 from instances.errors import InvalidTokenExpiry
 from instances.models import ApiToken
+from tests.processes import wait_until
 
 
 def _client(key: str) -> APIClient:
@@ -54,12 +54,12 @@ def test_an_expired_token_fails_like_a_revoked_one(alice):
 
 
 def test_the_cached_authentication_does_not_outlive_the_expiry(alice):
-    _, key = token_create(user=alice, expires_at=timezone.now() + timedelta(seconds=2))
+    token, key = token_create(user=alice, expires_at=timezone.now() + timedelta(seconds=2))
     client = _client(key)
     for _ in range(3):  # learn the owner, cache, answer from the cache
         assert client.get("/api/gpu/tokens").status_code == HTTPStatus.OK
     # The expiry passes with no write, so no version bump tells the cache.
-    time.sleep(2.1)
+    wait_until(lambda: timezone.now() > token.expires_at, timeout=10, what="the token's expiry", every=0.1)
     refused = client.get("/api/gpu/tokens")
     assert refused.status_code == HTTPStatus.UNAUTHORIZED
     assert refused.json()["error"]["code"] == "auth:authentication-failed"

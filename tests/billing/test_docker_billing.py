@@ -16,6 +16,9 @@ from django.utils import timezone
 from billing import selectors, services
 from billing.models import UsageRecord
 from instances.models import Instance
+from instances.services import instance_launch, instance_stop
+from instances.services.provision import instance_provision, instance_stop_execute
+from instances.services.reconcile import host_reconcile
 from tests.billing.helpers import credit
 from tests.factories import TemplateFactory
 
@@ -30,9 +33,6 @@ def docker(*args: str) -> str:
 @pytest.fixture
 def launched(alice, this_host) -> Iterator[Instance]:
     """A running instance of the test image, provisioned in this process on this host."""
-    from instances.services import instance_launch
-    from instances.services.provision import instance_provision
-
     credit(alice, "50.00")
     instance = instance_launch(
         user=alice, template=TemplateFactory(), gpu_type="rtx-5090", storage_gb=10, access=["ssh"]
@@ -56,9 +56,6 @@ def assert_charged_exactly(usage: UsageRecord) -> None:
 
 
 def test_an_instance_that_ran_about_70_s_is_charged_its_real_seconds(launched, alice):
-    from instances.services import instance_stop
-    from instances.services.provision import instance_stop_execute
-
     started = launched.events.get(kind="started").at
     for _ in range(7):  # metering while it runs, as beat does
         time.sleep(10)
@@ -84,8 +81,6 @@ def test_an_instance_that_ran_about_70_s_is_charged_its_real_seconds(launched, a
 
 
 def test_a_container_killed_out_of_band_is_charged_to_its_finish_time(launched, this_host):
-    from instances.services.reconcile import host_reconcile
-
     services.meter_run()
     docker("kill", launched.container_name)
     killed = timezone.now()

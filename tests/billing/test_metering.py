@@ -12,7 +12,7 @@ from billing import selectors, services
 from billing.models import GpuRate, LedgerEntry, UsageRecord
 from billing.services.prices import EPOCH
 from instances.models import GpuType
-from tests.billing.helpers import Clock, event, instance_for
+from tests.billing.helpers import Clock, credit, event, instance_for
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -172,8 +172,6 @@ def test_a_run_costs_the_same_number_of_queries_for_1_or_40_segments(alice, bob,
 
 
 def test_balance_is_the_sum_of_the_ledger(alice, gpu_types, clock):
-    from tests.billing.helpers import credit
-
     credit(alice, "20.00")
     for i in range(3):
         instance = instance_for(alice, gpu_types["rtx-pro-6000"])

@@ -31,6 +31,8 @@ import pytest
 import requests
 from django.conf import settings
 
+from gpucloud.celery import app
+from instances.host.inventory import host_sync
 from instances.models import Host
 from tests.containers import docker
 from tests.processes import ROOT, free_port, wait_until
@@ -133,8 +135,6 @@ class Gunicorn(Process):
 
 def purge_queues(broker_url: str | None = None) -> None:
     """Empty the suite's queue on `broker_url` (the test broker by default)."""
-    from gpucloud.celery import app
-
     with app.connection_for_write(broker_url) as conn:
         conn.default_channel.queue_purge(REL_QUEUE)
 
@@ -188,8 +188,6 @@ def _remove_everything_of_the_suite() -> None:
 @pytest.fixture
 def rel_host(gpu_types) -> Host:
     """The suite's host with the two simulated GPUs (RTX 5090 index 0, RTX PRO 6000 index 1)."""
-    from instances.host.inventory import host_sync
-
     return host_sync(name=REL_HOST, source="simulated").host
 
 
