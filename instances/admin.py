@@ -4,9 +4,9 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
-from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
+from instances.access.tokens import token_revoke
 from instances.admin_lifecycle import InstanceLifecycleAdmin
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
 
@@ -352,11 +352,9 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
     @admin.action(description="Revoke the selected tokens", permissions=["change"])
     def revoke(self, request: HttpRequest, queryset: QuerySet[ApiToken]) -> None:
-        now = timezone.now()
         revoked = 0
         for token in queryset.filter(revoked_at__isnull=True):
-            token.revoked_at = now
-            token.save(update_fields=["revoked_at"])  # a save: the API cache's signal sees it
+            token_revoke(user=token.owner, token_id=token.pk)
             revoked += 1
         self.message_user(request, f"{revoked} token(s) revoked; they stop working at once.")
 
