@@ -9,6 +9,7 @@ from typing import Any
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.auth import get_user_model
+from django.contrib.auth.admin import UserAdmin
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
@@ -53,8 +54,9 @@ class BillingAccountAdmin(ReadOnlyAdmin):
 
     @admin.display(description="")
     def adjust(self, obj: BillingAccount) -> str:
-        url = reverse("admin:billing_adjust", args=[obj.user_id])
-        return format_html('<a href="{}">Credit / debit</a>', url)
+        return format_html(
+            '<a class="button" href="{}">Credit / debit</a>', reverse("admin:billing_adjust", args=[obj.user_id])
+        )
 
     def get_urls(self) -> list:
         extra = [
@@ -96,6 +98,39 @@ class BillingAccountAdmin(ReadOnlyAdmin):
             "opts": self.model._meta,
         }
         return TemplateResponse(request, "admin/billing/adjust.html", context)
+
+
+def _credit_link(*, user_id: int, balance: Any) -> str:
+    url = reverse("admin:billing_adjust", args=[user_id])
+    shown = "—" if balance is None else f"${services.money(balance):,.2f}"
+    return format_html('{} <a class="button" href="{}">Credit / debit</a>', shown, url)
+
+
+User = get_user_model()
+if admin.site.is_registered(User):
+    admin.site.unregister(User)
+
+
+@admin.register(User)
+class UserWithBalanceAdmin(UserAdmin):
+    """Django's user admin with each user's balance and the way to credit or debit it,
+    on the list and on the user's page."""
+
+    list_display = ("username", "email", "first_name", "last_name", "is_staff", "balance")
+    list_select_related = ("billing_account",)
+    readonly_fields = ("balance",)
+    fieldsets = (
+        *(UserAdmin.fieldsets or ())[:1],
+        ("Billing", {"fields": ("balance",)}),
+        *(UserAdmin.fieldsets or ())[1:],
+    )
+
+    @admin.display(description="Balance (USD)", ordering="billing_account__balance_usd")
+    def balance(self, obj: Any) -> str:
+        if obj.pk is None:
+            return "—"
+        account = getattr(obj, "billing_account", None)
+        return _credit_link(user_id=obj.pk, balance=account.balance_usd if account else None)
 
 
 @admin.register(UserLimits)

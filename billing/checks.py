@@ -39,7 +39,7 @@ def balance_covers_launch(*, user: Any, gpu_type: Any, template: Any) -> None:
     if balance < required:
         holding = f" on top of the {held['gpus']} you hold (${money(running)}/h)" if held["gpus"] else ""
         raise InsufficientBalance(
-            f"A {gpu_type}{holding} needs a balance of at least ${required} ({minutes} minutes at "
+            f"Running {gpu_type.with_article}{holding} needs a balance of at least ${required} ({minutes} minutes at "
             f"${money(rate)}/h); yours is ${money(balance)}.",
             detail={
                 "balance_usd": str(money(balance)),
@@ -77,7 +77,7 @@ def limits_allow_launch(*, user: Any, gpu_type: Any, template: Any) -> None:
     rate = held["rate_per_hour"] + gpu_type.rate_per_hour
     if cap and rate > Decimal(cap):
         raise LimitSpend(
-            f"With a {gpu_type} you would hold ${money(rate)}/h; your account allows ${money(Decimal(cap))}/h.",
+            f"With {gpu_type.with_article} you would hold ${money(rate)}/h; your account allows ${money(Decimal(cap))}/h.",
             detail={
                 "running_rate_per_hour_usd": str(money(held["rate_per_hour"])),
                 "rate_per_hour_usd": str(money(rate)),

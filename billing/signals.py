@@ -1,4 +1,5 @@
-"""Receivers of billing: price edits enter the rate history; Stripe webhooks are handled.
+"""Receivers of billing: a new user gets a billing account; price edits enter the rate
+history; Stripe webhooks are handled.
 
 Connected when the app is ready (billing.apps).
 """
@@ -7,11 +8,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db.models.signals import pre_save
+from django.conf import settings
+from django.db.models.signals import post_save, pre_save
 from django.dispatch import receiver
 from django.utils import timezone
 from djstripe.signals import webhook_pre_process, webhook_pre_validate
 
+from billing.services.ledger import account_get_or_create
 from billing.services.prices import gpu_rate_record
 from billing.webhooks import webhook_pre_process as handle_webhook
 from instances.models import GpuType
@@ -27,6 +30,14 @@ def record_rate_change(sender: Any, instance: GpuType, raw: bool = False, **kwar
     old = GpuType.objects.filter(pk=instance.pk).values_list("rate_per_hour", flat=True).first()
     if old is not None and old != instance.rate_per_hour:
         gpu_rate_record(gpu_type=instance, old_rate=old, new_rate=instance.rate_per_hour, now=timezone.now())
+
+
+@receiver(post_save, sender=settings.AUTH_USER_MODEL, dispatch_uid="billing.account_for_new_user")
+def account_for_new_user(sender: Any, instance: Any, created: bool, raw: bool = False, **kwargs: Any) -> None:
+    # Every user has a billing account from sign-up (allauth, the admin, createsuperuser,
+    # a shell), so an operator finds anyone in admin -> Billing accounts and can credit them.
+    if created and not raw:
+        account_get_or_create(user=instance)
 
 
 webhook_pre_process.connect(handle_webhook, dispatch_uid="billing.webhook_pre_process")

@@ -5,6 +5,7 @@ from django.contrib import admin
 from django.db.models import Count, OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 
 from instances.access.tokens import token_revoke
 from instances.admin_lifecycle import InstanceLifecycleAdmin
@@ -88,7 +89,7 @@ class HostAdmin(admin.ModelAdmin):
     def preflight_status(self, obj: Host) -> str:
         found = (obj.facts or {}).get("preflight")
         if not found:
-            return format_html(
+            return mark_safe(  # a constant: nothing in it comes from input
                 "<strong>Not checked yet.</strong> A host with real GPUs takes no instances until its worker "
                 "has checked runc and the NVIDIA Container Toolkit (<code>manage.py sync_host</code> or a "
                 "worker start)."

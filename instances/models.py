@@ -76,6 +76,23 @@ class GpuType(models.Model):
     def __str__(self) -> str:
         return self.display_name
 
+    @property
+    def with_article(self) -> str:
+        """The name after "a" or "an" as it is said: "an RTX 5090", "an H100", "a GeForce"."""
+        return f"{indefinite_article(self.display_name)} {self.display_name}"
+
+
+def indefinite_article(name: str) -> str:
+    """ "a" or "an" before a product name. A leading acronym or model number (RTX, H100,
+    A6000) is spelled out, so its first letter's spoken name decides; a word by its vowel."""
+    first = (name.split() or [""])[0]
+    if not first:
+        return "a"
+    spelled = first.isupper() or any(c.isdigit() for c in first)
+    if spelled:
+        return "an" if first[0].upper() in "AEFHILMNORSX8" else "a"
+    return "an" if first[0].lower() in "aeiou" else "a"
+
 
 class Gpu(models.Model):
     """One device on a host, real (NVML) or simulated (declared in settings)."""

@@ -129,6 +129,18 @@ def instance_events(*, instance: Instance) -> QuerySet[InstanceEvent]:
     return instance.events.select_related("actor").order_by("at", "id")
 
 
+def start_is_restart(*, instance_id: int) -> bool:
+    """Whether the last start asked of an instance was a restart (same GPU and ports)."""
+    kinds = (InstanceEvent.Kind.START_REQUESTED, InstanceEvent.Kind.RESTART_REQUESTED)
+    last = (
+        InstanceEvent.objects.filter(instance_id=instance_id, kind__in=kinds)
+        .order_by("-at", "-pk")
+        .values_list("kind", flat=True)
+        .first()
+    )
+    return last == InstanceEvent.Kind.RESTART_REQUESTED
+
+
 def gpu_holdings(*, user: Any) -> dict[str, Any]:
     """What the user holds now (one query): `instances` in a GPU-holding status, the
     `gpus` they hold (one each) and `rate_per_hour`, the sum of their GPU types' current

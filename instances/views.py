@@ -132,7 +132,7 @@ def launch(request: HttpRequest) -> HttpResponse:
         except DomainError as exc:  # ours (429 when throttled), or billing's from the admission checks
             context = _launch_context(request, form) | {"error": exc}
             return render(request, "instances/launch.html", context, status=exc.status)
-        messages.success(request, f"{instance.public_id} is launching on a {instance.gpu_type.display_name}.")
+        messages.success(request, f"{instance.public_id} is launching on {instance.gpu_type.with_article}.")
         return redirect("web:instance", public_id=instance.public_id)
     return render(request, "instances/launch.html", _launch_context(request, form))
 

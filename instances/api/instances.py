@@ -61,10 +61,11 @@ NOTE_STOPPED = (
     "Data in the workspace is kept. Starting again allocates a free GPU of the same type, "
     "which may be a different device."
 )
-NOTE_RESTART = (
-    "A restart keeps its GPU and ports: only the container is made again. A start after a stop "
-    "allocates a free GPU of the same type, which may be a different device."
+NOTE_STARTING = (
+    "Data in the workspace is kept. It starts on a free GPU of the same type, which may be a "
+    "different device than before."
 )
+NOTE_RESTART = "A restart keeps its GPU, its ports and the workspace: only the container is made again."
 
 
 def paginate_counted(
@@ -85,13 +86,15 @@ def paginate_counted(
     return page
 
 
-def _note(status: str) -> str | None:
+def _note(instance: Instance) -> str | None:
     # What the state means for the customer's data and GPU, while it matters: on the
-    # way to and in `stopped`, and while (re)starting. A running instance needs none.
-    if status in (Instance.Status.STOPPING, Instance.Status.STOPPED):
+    # way to and in `stopped`, and while starting or restarting (which the last request
+    # on its timeline tells; a query only for an instance in `starting`). A running
+    # instance needs none.
+    if instance.status in (Instance.Status.STOPPING, Instance.Status.STOPPED):
         return NOTE_STOPPED
-    if status == Instance.Status.STARTING:
-        return NOTE_RESTART
+    if instance.status == Instance.Status.STARTING:
+        return NOTE_RESTART if selectors.start_is_restart(instance_id=instance.pk) else NOTE_STARTING
     return None
 
 
@@ -164,7 +167,7 @@ class InstanceOutput(serializers.ModelSerializer):
 
     @extend_schema_field(serializers.CharField(allow_null=True))
     def get_note(self, instance: Instance) -> str | None:
-        return _note(instance.status)
+        return _note(instance)
 
 
 class WaitInput(serializers.Serializer):
@@ -368,7 +371,7 @@ def _action(name: str, summary: str, description: str) -> type[APIView]:
 
 
 InstanceStopApi = _action("stop", "Stop an instance, keep its data", NOTE_STOPPED)
-InstanceStartApi = _action("start", "Start a stopped instance", NOTE_STOPPED)
+InstanceStartApi = _action("start", "Start a stopped instance", NOTE_STARTING)
 InstanceRestartApi = _action("restart", "Restart an instance", NOTE_RESTART)
 
 

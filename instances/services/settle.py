@@ -55,8 +55,18 @@ def instance_settle(
                 data["retry_after_seconds"] = start_backoff_record(instance=locked, now=timezone.now())
         if status == Status.TERMINATED:
             locked.terminated_at = timezone.now()
+            credentials_erase(instance=locked)
         locked.save()
         event_add(instance=locked, kind=kind, source=source, message=reason, data=data)
     logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
     exposure_sync(instance=locked, publish=False)
     return locked
+
+
+def credentials_erase(*, instance: Instance) -> None:
+    """Forget what opened the instance (its password, its Jupyter/code-server token) and
+    the customer's env values (API keys live there): a destroyed instance keeps no secret.
+    The caller saves the row."""
+    instance.password_encrypted = ""
+    instance.access_token_encrypted = ""
+    instance.env = {}

@@ -18,7 +18,7 @@ from instances.services.backoff import start_backoff_check
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.launch import admission_lock, admit, gpu_memory_check, scheduled_data
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
-from instances.services.settle import instance_settle
+from instances.services.settle import credentials_erase, instance_settle
 from templates_app.models import Template
 
 
@@ -136,7 +136,8 @@ def instance_destroy(*, instance: Instance, actor: Any = None, source: str = Sou
         if locked.status in (Status.TERMINATING, Status.TERMINATED):
             raise _refuse(locked, "destroy")
         locked.status = Status.TERMINATING
-        locked.save(update_fields=["status", "updated_at"])
+        credentials_erase(instance=locked)  # the container goes now; nothing secret stays behind
+        locked.save(update_fields=["status", "password_encrypted", "access_token_encrypted", "env", "updated_at"])
         event_add(instance=locked, kind=Kind.DESTROY_REQUESTED, source=source, actor=actor, message=reason)
         if locked.host_id is not None:
             queue.enqueue(queue.DESTROY, locked)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from decimal import Decimal
 from http import HTTPStatus
@@ -207,7 +208,8 @@ def test_stop_start_restart_and_destroy_move_the_row(alice_api, alice, ready):
     assert response.status_code == HTTPStatus.ACCEPTED
     assert response.json()["status"] == "starting"
     # A restart stays on its GPU and ports; only a start after a stop may move.
-    assert "A restart keeps its GPU and ports" in response.json()["note"]
+    assert "A restart keeps its GPU, its ports" in response.json()["note"]
+    assert "A restart keeps its GPU" in alice_api.get(path).json()["note"]  # while it restarts
 
     mark(instance, "running")
     response = alice_api.post(f"{path}/stop")
@@ -218,12 +220,35 @@ def test_stop_start_restart_and_destroy_move_the_row(alice_api, alice, ready):
     assert "may be a different device" in stopped["note"]
     response = alice_api.post(f"{path}/start")
     assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "starting")
+    # A plain start says what a start does, not what a restart does.
+    for body in (response.json(), alice_api.get(path).json()):
+        assert "may be a different device" in body["note"]
+        assert "restart" not in body["note"]
 
     response = alice_api.delete(path)
     assert (response.status_code, response.json()["status"]) == (HTTPStatus.ACCEPTED, "terminating")
     kinds = [e["kind"] for e in alice_api.get(f"{path}/events").json()["results"]]
     assert kinds[:2] == ["created", "scheduled"]
     assert {"restart-requested", "stop-requested", "start-requested", "destroy-requested"} <= set(kinds)
+
+
+def test_a_destroyed_instance_keeps_no_credentials(alice_api, alice, ready):
+    instance = mark(launch(alice, env={"HF_TOKEN": "hf_secret_value"}), "running")
+    path = f"/api/gpu/instances/{instance.public_id}"
+    before = alice_api.get(path).json()["access"]
+    assert before["password"]
+    assert before["token"]
+
+    response = alice_api.delete(path)
+    assert response.status_code == HTTPStatus.ACCEPTED
+    for body in (response.json(), alice_api.get(path).json()):
+        assert "password" not in body["access"]
+        assert "token" not in body["access"]
+        assert before["password"] not in json.dumps(body)
+        assert before["token"] not in json.dumps(body)
+    # Erased, not hidden: the row holds nothing that opens the instance or was the customer's secret.
+    instance.refresh_from_db()
+    assert (instance.password_encrypted, instance.access_token_encrypted, instance.env) == ("", "", {})
 
 
 @pytest.mark.parametrize(("status", "action"), [("running", "start"), ("stopped", "stop"), ("pending", "restart")])

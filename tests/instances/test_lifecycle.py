@@ -207,7 +207,7 @@ def test_restart_ends_one_segment_and_begins_another_on_the_same_gpu(celery_work
     assert f"NVIDIA_VISIBLE_DEVICES={gpu.index}" in seen["Config"]["Env"]
     published = {int(b[0]["HostPort"]) for b in seen["HostConfig"]["PortBindings"].values()}
     assert published == set(ports.values())
-    assert "A restart keeps its GPU and ports" in NOTE_RESTART
+    assert "A restart keeps its GPU, its ports" in NOTE_RESTART
     assert instance.container_id != first_container
     assert labelled_containers(instance=instance.public_id) == [instance.container_id]
     assert [k for k in kinds(instance) if k in (Kind.STARTED, Kind.ENDED)] == [Kind.STARTED, Kind.ENDED, Kind.STARTED]
