@@ -23,3 +23,9 @@ $(addprefix image-,$(SLUGS)): image-%:
 
 test-image:
 	scripts/build-test-image
+
+# requirements.lock (what scripts/run installs) from requirements.txt: every package pinned.
+.PHONY: lock
+lock:
+	.venv/bin/uv pip compile requirements.txt --python-version 3.11 --python-platform x86_64-unknown-linux-gnu \
+		--custom-compile-command "make lock" -o requirements.lock

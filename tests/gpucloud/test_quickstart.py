@@ -1,10 +1,13 @@
-"""The README's run command really starts web, worker and beat on embedded defaults."""
+"""The README's run command, from a fresh checkout: every stage says what it does, the admin
+answers, web, worker and beat run under honcho, and one SIGINT to the command stops them all
+even when it was started with SIGINT ignored (as `scripts/run &` from a script is)."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -14,14 +17,27 @@ from http.cookiejar import CookieJar
 from pathlib import Path
 from urllib.parse import urlencode
 
-from tests.processes import free_port
+import pytest
+
+from tests.processes import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
+STAGES = ("the demo image gpucloud-test", "Python environment", "database:", "the demo image\n", "web, worker and beat")
 
 
-def _group_commands(pgid: int) -> list[str]:
-    out = subprocess.run(["ps", "-ww", "-eo", "pgid=,args="], capture_output=True, text=True, check=True).stdout
-    return [line.split(None, 1)[1] for line in out.splitlines() if line.split(None, 1)[0] == str(pgid)]
+def _descendants(pid: int) -> list[str]:
+    """Command lines of every process below `pid` (honcho starts each in its own session)."""
+    out = subprocess.run(["ps", "-ww", "-eo", "pid=,ppid=,args="], capture_output=True, text=True, check=True).stdout
+    children: dict[int, list[tuple[int, str]]] = {}
+    for line in out.splitlines():
+        child, parent, args = line.split(None, 2)
+        children.setdefault(int(parent), []).append((int(child), args))
+    found, todo = [], [pid]
+    while todo:
+        for child, args in children.get(todo.pop(), []):
+            found.append(args)
+            todo.append(child)
+    return found
 
 
 def _get(
@@ -34,42 +50,75 @@ def _get(
         return exc.code, exc.read().decode()
 
 
-def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path):
+def _fresh_checkout(dest: Path) -> Path:
+    """What a fresh clone of this working tree holds: the tracked and not-ignored files,
+    no .venv, no var/ (uncommitted work included, so the test runs what is being changed)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True, check=True
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dest / name)
+    return dest
+
+
+def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path, capsys):
+    clone = _fresh_checkout(tmp_path / "clone")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL")}
-    env.update({"GPUCLOUD_VAR_DIR": str(tmp_path), "GPUCLOUD_WEB_PORT": str(port), "GPUCLOUD_HOST_NAME": "quickstart"})
+    env.pop("GPUCLOUD_VAR_DIR", None)
+    env.update({"GPUCLOUD_WEB_PORT": str(port), "GPUCLOUD_HOST_NAME": "quickstart"})
     log_path = tmp_path / "run.log"
+    started = time.monotonic()
     with log_path.open("w") as log:
         proc = subprocess.Popen(
-            ["scripts/run"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            ["scripts/run"],
+            cwd=clone,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            # As a non-interactive shell starts `scripts/run &`: SIGINT ignored from the start.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
     base = f"http://127.0.0.1:{port}"
     opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(CookieJar()))
     try:
-        deadline = time.monotonic() + 240
-        status = None
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                status, _ = _get(opener, f"{base}/admin/login/")
-                if status == HTTPStatus.OK:
-                    break
-            except OSError:
-                pass
-            time.sleep(1)
-        assert status == HTTPStatus.OK, log_path.read_text()[-4000:]
 
-        # Worker and beat are alive beside the web server.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            commands = _group_commands(proc.pid)
+        def admin_answers() -> bool:
+            try:
+                return _get(opener, f"{base}/admin/login/")[0] == HTTPStatus.OK
+            except OSError:
+                return proc.poll() is not None  # ended: the assertion below shows why
+
+        wait_until(admin_answers, timeout=600, what="the admin of a fresh checkout", every=1)
+        assert proc.poll() is None, log_path.read_text()[-4000:]
+        elapsed = time.monotonic() - started
+        text = log_path.read_text()
+        lines = [line for line in text.splitlines() if line.startswith("run: ")]
+        with capsys.disabled():
+            print(f"\nfresh checkout to the admin answering: {elapsed:.0f} s")
+            print("\n".join(line for line in lines if "[" in line or "done in" in line))
+
+        # Every stage said what it was doing, in order, and how long the one before took.
+        positions = [text.find(f"] {stage}") for stage in STAGES]
+        assert -1 not in positions, text[-4000:]
+        assert positions == sorted(positions), text[-4000:]
+        assert len(re.findall(r"^run: \.\.\. done in \d+ s$", text, re.M)) == len(STAGES) - 1, text[-4000:]
+        assert re.search(r"^run: ready to start after \d+ s", text, re.M), text[-4000:]
+
+        # Worker and beat are alive beside the web server, under honcho.
+        def all_three() -> list[str] | None:
+            commands = _descendants(proc.pid)
             worker = [c for c in commands if "celery" in c and " worker " in c and "host.quickstart,default" in c]
             beat = [c for c in commands if "celery" in c and " beat " in c]
-            if worker and beat and "worker@quickstart ready" in log_path.read_text():
-                break
-            time.sleep(1)
-        assert worker, (commands, log_path.read_text()[-3000:])
-        assert beat, (commands, log_path.read_text()[-3000:])
-        assert any("gunicorn" in c for c in commands), commands
+            web = [c for c in commands if "gunicorn" in c]
+            ready = "worker@quickstart ready" in log_path.read_text()
+            return commands if worker and beat and web and ready else None
+
+        wait_until(all_three, timeout=90, what="web, worker and beat", every=1)
 
         # The printed operator login works and the admin shows the seeded data.
         match = re.search(r"username (\S+)\s+password (\S+)", log_path.read_text())
@@ -92,8 +141,8 @@ def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path):
 
         # The API's hand-written reads (token lookup, the instance list) work on SQLite.
         made = subprocess.run(
-            [str(ROOT / ".venv/bin/python"), "manage.py", "create_api_token", "quickstart-api"],
-            cwd=ROOT, env=env, capture_output=True, text=True, check=True,
+            [str(clone / ".venv/bin/python"), "manage.py", "create_api_token", "quickstart-api"],
+            cwd=clone, env=env, capture_output=True, text=True, check=True,
         )  # fmt: skip
         auth = {"Authorization": f"Token {made.stdout.strip().splitlines()[-1]}", "Content-Type": "application/json"}
         launch = urllib.request.Request(  # noqa: S310 (http://127.0.0.1)
@@ -113,16 +162,16 @@ def test_the_run_command_serves_the_admin_with_a_worker_and_beat(tmp_path):
         assert listed["results"][0]["created_at"] == launched["created_at"]
         assert listed["results"][0]["billing"] == {"rate": "1.49", "unit": "hour"}
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
+        # One SIGINT to the command's own PID, as `kill -INT` of a backgrounded run.
+        os.kill(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-    # Stopping the command stops everything it started.
-    deadline = time.monotonic() + 30
-    while _group_commands(proc.pid) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    leftover = _group_commands(proc.pid)
-    if leftover:
-        os.killpg(proc.pid, signal.SIGKILL)
-    assert leftover == []
+            leftover = _descendants(proc.pid)
+            subprocess.run(["pkill", "-KILL", "-f", str(clone)], check=False)
+            pytest.fail(f"scripts/run ignored SIGINT; still running: {leftover}")
+    # Stopping the command stopped everything it started.
+    left = subprocess.run(["pgrep", "-af", str(clone)], capture_output=True, text=True, check=False).stdout
+    if left.strip():
+        subprocess.run(["pkill", "-KILL", "-f", str(clone)], check=False)
+    assert left.strip() == ""
