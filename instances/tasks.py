@@ -21,7 +21,7 @@ from instances.errors import InfrastructureError
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
-from instances.services import launch_keys_purge, provision, reconcile, upkeep
+from instances.services import health, launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
@@ -105,6 +105,13 @@ def gpu_metrics_host(*, host_id: int) -> int:
 
 
 @shared_task(acks_late=True)
+def gpu_health_host(*, host_id: int) -> dict[str, Any]:
+    """Read this host's GPUs and act on faults (instances.services.health)."""
+    report = health.gpu_health_check(host=Host.objects.get(pk=host_id))
+    return {"checked": report.checked, "quarantined": report.quarantined, "stopped": report.stopped}
+
+
+@shared_task(acks_late=True)
 def workspace_cleanup_host(*, host_id: int) -> list[str]:
     return upkeep.workspace_cleanup(host=Host.objects.get(pk=host_id))
 
@@ -124,6 +131,11 @@ def reconcile_all_hosts() -> int:
 @shared_task
 def gpu_metrics_all_hosts() -> int:
     return _fan_out(gpu_metrics_host)
+
+
+@shared_task
+def gpu_health_all_hosts() -> int:
+    return _fan_out(gpu_health_host)
 
 
 @shared_task
