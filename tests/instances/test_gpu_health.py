@@ -20,6 +20,7 @@ from http import HTTPStatus
 import pytest
 from django.conf import settings
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from billing import selectors as billing_selectors
@@ -132,7 +133,9 @@ def test_when_no_healthy_gpu_is_left_the_launch_fails_with_its_code(celery_worke
     assert not UsageRecord.objects.filter(instance=instance).exists()  # nothing to pay
 
 
-def test_xid_79_while_rented_stops_the_instance_and_credits_from_the_fault_once(celery_worker, alice, one_gpu_host):
+def test_xid_79_while_rented_stops_the_instance_and_credits_from_the_fault_once(
+    celery_worker, client, alice, one_gpu_host
+):
     credit(alice, "50.00")
     instance = wait_for_status(launch(alice), "running", "failed")
     assert instance.status == "running", instance.last_error
@@ -165,6 +168,10 @@ def test_xid_79_while_rented_stops_the_instance_and_credits_from_the_fault_once(
     assert told.data == {"health_event": fault.pk, "code": "xid-79", "since": fault_at.isoformat(), "stops": True}
     assert "stopped" in told.message
     assert instance.events.get(kind=Kind.STOP_REQUESTED).message == "GPU fault: xid-79"
+    client.force_login(alice)
+    page = client.get(reverse("web:instance", args=[instance.public_id])).content.decode()
+    assert "GPU health" in page
+    assert "the driver reported the critical XID 79" in page
 
     for _ in range(3):  # beat's meter and credit jobs, run more than once
         billing.meter_run()
