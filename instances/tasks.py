@@ -14,10 +14,11 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from instances.errors import InfrastructureError
+from instances.host.gpus import xid_watch_start
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
@@ -166,3 +167,13 @@ def _preflight_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     host = Host.objects.filter(name=settings.GPUCLOUD_HOST_NAME).first()
     if host is not None:
         preflight_host.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
+
+
+@worker_process_init.connect
+@worker_ready.connect
+def _xid_watch_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    # NVML's XID events reach only event sets registered before them: each process that
+    # runs health checks (every prefork child; the one process of a threads pool) opens
+    # its own at start (no database here: a prefork child's connection is not yet its
+    # own). Without NVML (simulated GPUs) this returns at once.
+    xid_watch_start()

@@ -225,9 +225,11 @@ class _XidWatch:
         self._lock = threading.Lock()
         self._set: Any = None
         self._uuids: dict[Any, str] = {}
+        self._pending: dict[str, list[int]] = {}
 
-    def drain(self, pynvml: Any) -> dict[str, list[int]]:
-        """XID codes per GPU UUID reported since the previous drain (registering first)."""
+    def take(self, pynvml: Any, uuids: list[str]) -> dict[str, list[int]]:
+        """XID codes of the GPUs in `uuids` reported since they were last taken; those of
+        other GPUs wait for their own reading (the gate reads one GPU at a time)."""
         with self._lock:
             if self._set is None:
                 pynvml.nvmlInit()  # held until the process ends
@@ -240,14 +242,14 @@ class _XidWatch:
                     except pynvml.NVMLError_NotSupported:
                         continue
                     self._uuids[_handle_key(handle)] = uuid
-            found: dict[str, list[int]] = {}
             while True:
                 try:
                     event = pynvml.nvmlEventSetWait_v2(self._set, 0)
                 except pynvml.NVMLError_Timeout:
-                    return found
+                    break
                 uuid = self._uuids.get(_handle_key(event.device), "")
-                found.setdefault(uuid, []).append(int(event.eventData))
+                self._pending.setdefault(uuid, []).append(int(event.eventData))
+            return {u: self._pending.pop(u) for u in uuids if u in self._pending}
 
 
 def _handle_key(handle: Any) -> int:
@@ -257,6 +259,22 @@ def _handle_key(handle: Any) -> int:
 
 
 _XID_WATCH = _XidWatch()
+
+
+def xid_watch_start() -> bool:
+    """Open this process's XID event set now (a worker starting), so XIDs are heard from
+    then on rather than from its first health reading. False without NVML."""
+    try:
+        pynvml = _nvml()
+    except GpuInventoryError:
+        return False
+    try:
+        _XID_WATCH.take(pynvml, [])
+        return True
+    except pynvml.NVMLError:
+        return False
+    finally:
+        pynvml.nvmlShutdown()
 
 
 def _one_health(pynvml: Any, handle: Any, *, xids: list[int]) -> GpuHealth:
@@ -292,14 +310,12 @@ def nvml_health(*, uuids: list[str], watch_xids: bool = True) -> list[GpuHealth]
     pynvml = _nvml()
     try:
         xids: dict[str, list[int]] = {}
+        note = ""
         if watch_xids:
             try:
-                xids = _XID_WATCH.drain(pynvml)
+                xids = _XID_WATCH.take(pynvml, uuids)
             except pynvml.NVMLError as exc:  # events unsupported (some vGPU / WSL): the rest still counts
-                xids = {}
                 note = f"no XID events: {exc}"
-            else:
-                note = ""
         found: dict[str, GpuHealth] = {}
         for index in range(pynvml.nvmlDeviceGetCount()):
             try:
@@ -312,7 +328,10 @@ def nvml_health(*, uuids: list[str], watch_xids: bool = True) -> list[GpuHealth]
             except pynvml.NVMLError as exc:
                 found[uuid] = GpuHealth(uuid=uuid, answering=False, xids=tuple(xids.get(uuid, [])), error=str(exc))
         missing = "the driver does not list this GPU (fallen off the bus?)"
-        readings = [found.get(u) or GpuHealth(uuid=u, answering=False, error=missing) for u in uuids]
+        readings = [
+            found.get(u) or GpuHealth(uuid=u, answering=False, xids=tuple(xids.get(u, [])), error=missing)
+            for u in uuids
+        ]
         return [GpuHealth(**{**asdict(r), "error": r.error or note}) if note else r for r in readings]
     except pynvml.NVMLError as exc:
         raise GpuInventoryError(f"NVML error: {exc}") from exc
