@@ -30,7 +30,7 @@ from instances import selectors
 from instances.errors import NoCapacity
 from instances.host.inventory import host_sync
 from instances.models import Gpu, GpuHealthEvent, GpuHealthState, Host, Instance, InstanceEvent
-from instances.services import instance_launch
+from instances.services import instance_launch, instance_start
 from instances.services.health import gpu_health_check
 from instances.tasks import gpu_health_host
 from tests.billing.helpers import credit
@@ -188,6 +188,13 @@ def test_xid_79_while_rented_stops_the_instance_and_credits_from_the_fault_once(
     assert (fault_credit.entry, fault_credit.fault_at, fault_credit.credited_seconds) == (entry, fault_at, seconds)
     assert list(fault_credit.events.all()) == [fault]
     assert billing_selectors.balance_get(user=alice) == billing_selectors.balance_from_ledger(user=alice)
+    # What the customer spent on that GPU is what the healthy seconds cost.
+    spent = billing_selectors.spend_since(user=alice, since=started - timedelta(minutes=1))
+    storage = -sum(e.amount_usd for e in LedgerEntry.objects.filter(user=alice, kind=LedgerEntry.Kind.STORAGE))
+    assert spent == usage.cost_usd - entry.amount_usd + storage
+    # Started again, it cannot land on the quarantined GPU (the host's only one).
+    with pytest.raises(NoCapacity):
+        instance_start(instance=instance)
 
 
 def test_thermal_throttling_warns_and_keeps_the_instance_running(celery_worker, alice, one_gpu_host):
