@@ -247,3 +247,6 @@ class UsageRecordAdmin(ReadOnlyAdmin):
                 ]
             )
         return response
+
+
+from billing import admin_faults  # noqa: E402, F401  (GPU-fault credits, issue 20)

@@ -127,6 +127,7 @@ class LedgerEntry(models.Model):
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Operator adjustment"
         DISPUTE = "dispute", "Dispute (chargeback)"
+        GPU_FAULT = "gpu-fault", "GPU fault credit"
 
     # Every meter run appends an entry per open segment: each index here is paid per entry,
     # so there is none that another covers (user: ledger_user_at) and none of LIKE patterns.
@@ -152,7 +153,7 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment", "dispute"]),
+                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment", "dispute", "gpu-fault"]),
                 name="ledger_kind_valid",
             ),
             models.UniqueConstraint(fields=["idempotency_key"], name="ledger_idempotency_key_unique"),
@@ -231,3 +232,6 @@ class UserLimits(models.Model):
 
     def __str__(self) -> str:
         return f"limits of {self.user}"
+
+
+from billing.fault_models import FaultCredit  # noqa: E402, F401  (GPU-fault credits, issue 20)

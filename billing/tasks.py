@@ -17,3 +17,9 @@ def meter_usage() -> dict:
 def enforce_balances() -> dict:
     result = services.balances_enforce()
     return {"stopped": result.stopped, "emailed": len(result.emailed)}
+
+
+@shared_task(name="billing.tasks.gpu_fault_credits")
+def gpu_fault_credits() -> int:
+    """Credit the GPU segments a GPU fault cut short (billing.services.fault_credits)."""
+    return len(services.gpu_fault_credits_post())

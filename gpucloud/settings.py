@@ -343,6 +343,21 @@ _DEFAULT_SIMULATED = [
 ]
 GPUCLOUD_SIMULATED_GPUS = json.loads(env("GPUCLOUD_SIMULATED_GPUS", json.dumps(_DEFAULT_SIMULATED)))
 
+# GPU health (instances.services.health): how often each host's worker reads its GPUs
+# while rented (every rental is also checked before its container is made).
+GPUCLOUD_GPU_HEALTH_SECONDS = env_int("GPUCLOUD_GPU_HEALTH_SECONDS", 30)
+# The operator's policy: faults that stop the instance on the GPU and credit its customer
+# from the fault's first sign ("xid": every critical XID). Any other fault found
+# (thermal, power or HW slowdown, temperature, pending page retirement or row remap)
+# quarantines the GPU and warns its customer, who keeps running.
+GPUCLOUD_GPU_FAULT_STOP = env_list("GPUCLOUD_GPU_FAULT_STOP", "not-answering,xid,ecc-uncorrectable,row-remap-failure")
+# "temperature-high" when a GPU is this close (°C) to its slowdown threshold or over it.
+GPUCLOUD_GPU_TEMPERATURE_MARGIN_C = env_int("GPUCLOUD_GPU_TEMPERATURE_MARGIN_C", 0)
+# Faults the simulated inventory reports (`manage.py simulate_gpu_fault` writes it).
+GPUCLOUD_SIMULATED_GPU_FAULTS_FILE = Path(
+    env("GPUCLOUD_SIMULATED_GPU_FAULTS_FILE", str(VAR_DIR / "simulated-gpu-faults.json"))
+)
+
 # Access: "direct" (host ports) or "cloudflare" (named tunnel hostnames).
 GPUCLOUD_EXPOSURE = env("GPUCLOUD_EXPOSURE", "direct")
 GPUCLOUD_PUBLIC_DOMAIN = env("GPUCLOUD_PUBLIC_DOMAIN")
@@ -412,6 +427,8 @@ LOGGING = {
 CELERY_BEAT_SCHEDULE = {
     "reconcile-hosts": {"task": "instances.tasks.reconcile_all_hosts", "schedule": float(GPUCLOUD_RECONCILE_SECONDS)},
     "gpu-metrics": {"task": "instances.tasks.gpu_metrics_all_hosts", "schedule": float(GPUCLOUD_METRICS_SECONDS)},
+    "gpu-health": {"task": "instances.tasks.gpu_health_all_hosts", "schedule": float(GPUCLOUD_GPU_HEALTH_SECONDS)},
+    "gpu-fault-credits": {"task": "billing.tasks.gpu_fault_credits", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "workspace-cleanup": {"task": "instances.tasks.workspace_cleanup_all_hosts", "schedule": 300.0},
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},

@@ -362,3 +362,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:
         return obj.revoked_at is not None
+
+
+from instances import admin_health  # noqa: E402, F401  (admin → GPU health, issue 20)

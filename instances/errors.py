@@ -72,6 +72,21 @@ class NoCapacity(InstanceError):
     default_message = "No GPU of that type is free right now."
 
 
+class NoHealthyGpu(InstanceError):
+    """Every free GPU of the type on the instance's host failed its health check before
+    the container was made (instances.services.health): the sick ones are quarantined."""
+
+    code = "instances:no-healthy-gpu"
+    status = HTTPStatus.CONFLICT
+    default_message = "No healthy GPU of this type is free on this host right now."
+
+
+class GpuNotQuarantined(InstanceError):
+    code = "instances:gpu-not-quarantined"
+    status = HTTPStatus.CONFLICT
+    default_message = "This GPU is not quarantined."
+
+
 class InvalidTransition(InstanceError):
     code = "instances:invalid-state"
     status = HTTPStatus.CONFLICT

@@ -258,6 +258,7 @@ class InstanceEvent(models.Model):
         TERMINATED = "terminated", "Terminated"
         WORKSPACE_REMOVED = "workspace-removed", "Workspace removed"
         RECONCILED = "reconciled", "Reconciled"
+        GPU_FAULT = "gpu-fault", "GPU fault"
         NOTE = "note", "Note"
 
     class Source(models.TextChoices):
@@ -359,3 +360,6 @@ class LaunchKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}:{self.key}"
+
+
+from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402, F401  (GPU health, issue 20)

@@ -91,9 +91,13 @@ def unschedulable_hosts() -> QuerySet[Host, Any]:
 
 
 def availability() -> list[dict[str, Any]]:
-    """Per enabled GPU type: its rate and how many enabled GPUs on online hosts that
-    passed their preflight exist and are free (held by no pending-to-starting instance)."""
-    usable = Q(gpus__enabled=True, gpus__host__status=Host.Status.ONLINE) & ~Q(gpus__host__in=unschedulable_hosts())
+    """Per enabled GPU type: its rate and how many enabled, unquarantined GPUs on online
+    hosts that passed their preflight exist and are free (held by no pending-to-starting instance)."""
+    usable = (
+        Q(gpus__enabled=True, gpus__host__status=Host.Status.ONLINE)
+        & ~Q(gpus__host__in=unschedulable_hosts())
+        & (Q(gpus__health__isnull=True) | Q(gpus__health__quarantined=False))
+    )
     busy = usable & Q(gpus__instances__status__in=Instance.GPU_HOLDING)
     types = GpuType.objects.filter(enabled=True).annotate(
         total=Count("gpus", filter=usable, distinct=True),

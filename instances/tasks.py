@@ -14,14 +14,15 @@ from collections.abc import Callable
 from typing import Any
 
 from celery import shared_task
-from celery.signals import worker_ready
+from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
 from instances.errors import InfrastructureError
+from instances.host.gpus import xid_watch_start
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
-from instances.services import launch_keys_purge, provision, reconcile, upkeep
+from instances.services import health, launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,13 @@ def gpu_metrics_host(*, host_id: int) -> int:
 
 
 @shared_task(acks_late=True)
+def gpu_health_host(*, host_id: int) -> dict[str, Any]:
+    """Read this host's GPUs and act on faults (instances.services.health)."""
+    report = health.gpu_health_check(host=Host.objects.get(pk=host_id))
+    return {"checked": report.checked, "quarantined": report.quarantined, "stopped": report.stopped}
+
+
+@shared_task(acks_late=True)
 def workspace_cleanup_host(*, host_id: int) -> list[str]:
     return upkeep.workspace_cleanup(host=Host.objects.get(pk=host_id))
 
@@ -124,6 +132,11 @@ def reconcile_all_hosts() -> int:
 @shared_task
 def gpu_metrics_all_hosts() -> int:
     return _fan_out(gpu_metrics_host)
+
+
+@shared_task
+def gpu_health_all_hosts() -> int:
+    return _fan_out(gpu_health_host)
 
 
 @shared_task
@@ -154,3 +167,13 @@ def _preflight_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     host = Host.objects.filter(name=settings.GPUCLOUD_HOST_NAME).first()
     if host is not None:
         preflight_host.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
+
+
+@worker_process_init.connect
+@worker_ready.connect
+def _xid_watch_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    # NVML's XID events reach only event sets registered before them: each process that
+    # runs health checks (every prefork child; the one process of a threads pool) opens
+    # its own at start (no database here: a prefork child's connection is not yet its
+    # own). Without NVML (simulated GPUs) this returns at once.
+    xid_watch_start()

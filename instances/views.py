@@ -25,7 +25,7 @@ from instances.access import tokens as api_tokens
 from instances.access.addresses import access_for
 from instances.access.authentication import instance_create_throttle_check
 from instances.errors import InstanceError, NotFound
-from instances.models import Instance
+from instances.models import Instance, InstanceEvent
 from templates_app.models import Template
 
 ACCESS_LABELS = dict(Template.AccessMethod.choices)
@@ -141,18 +141,28 @@ def launch(request: HttpRequest) -> HttpResponse:
 @require_GET
 def instance_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
     instance = _get(request, public_id)
+    events = list(selectors.instance_events(instance=instance).select_related("actor").order_by("-at", "-id")[:50])
     context = {
         "instance": instance,
         "access": access_for(instance=instance, reveal_secrets=False),
-        "events": list(
-            selectors.instance_events(instance=instance).select_related("actor").order_by("-at", "-id")[:50]
-        ),
+        "events": events,
+        "gpu_fault": _gpu_fault_since_start(events),
         "cost": _costs([instance]).get(instance.pk, Decimal(0)),
         "access_labels": ACCESS_LABELS,
     }
     if request.htmx and request.GET.get("part") == "live":
         return render(request, "instances/_instance_live.html", context)
     return render(request, "instances/instance.html", context)
+
+
+def _gpu_fault_since_start(events: list[InstanceEvent]) -> InstanceEvent | None:
+    """The newest GPU-fault note since the instance's last start (events newest first)."""
+    for event in events:
+        if event.kind == InstanceEvent.Kind.STARTED:
+            return None
+        if event.kind == InstanceEvent.Kind.GPU_FAULT:
+            return event
+    return None
 
 
 @login_required

@@ -6,7 +6,8 @@
 - topups: Stripe PaymentIntents, the card step and refunds (Stripe outside transactions);
 - prices: GPU rates and their history; enforcement: stops at zero (and on a dispute) and
   low-balance email;
-- limits: the customer's own daily and monthly spend caps.
+- limits: the customer's own daily and monthly spend caps;
+- fault_credits: a GPU segment cut short by a GPU fault is credited from the fault on.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from billing.services.enforcement import (
     balances_enforce,
     low_balance_notify,
 )
+from billing.services.fault_credits import fault_credit_amount, gpu_fault_credits_post
 from billing.services.ledger import (
     account_get_or_create,
     balance_adjust,
@@ -43,6 +45,8 @@ __all__ = [
     "balances_enforce",
     "dispute_debit",
     "dispute_reverse",
+    "fault_credit_amount",
+    "gpu_fault_credits_post",
     "gpu_rate_record",
     "gpu_type_rate_set",
     "ledger_post",

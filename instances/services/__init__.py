@@ -10,6 +10,8 @@ own module by the tasks, so the web process never loads the Docker runtime.
   its host's worker;
 - provision (worker): provision, start, stop, destroy with Docker; reconcile (worker):
   make a host's rows and containers agree; upkeep (worker): GPU metrics, workspaces;
+  health (worker): the GPU health gate before each rental and the watch while rented;
+  quarantine: a GPU's faults, its quarantine and an operator's return to service;
 - events: the timeline and running segments; settle: a row brought to rest; locks;
   queue: tasks sent to a host by name.
 """

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from instances.access.crypto import decrypt
 from instances.access.exposure import exposure_sync
-from instances.errors import RuntimeFailure
+from instances.errors import NoHealthyGpu, RuntimeFailure
 from instances.host.runtime import (
     LABEL_HOST,
     LABEL_INSTANCE,
@@ -42,6 +42,7 @@ from instances.services.events import (
     segment_is_open,
     segment_open,
 )
+from instances.services.health import gpu_gate
 from instances.services.locks import instance_lock
 from instances.services.settle import instance_settle
 from templates_app.validation import ALLOWED_CAPS
@@ -119,12 +120,20 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
     segment closed at the removal (so a start that never answers is charged too)."""
     ran = False
     try:
+        # The GPU's health first: a sick one is quarantined and another taken.
+        instance = gpu_gate(instance=instance, expected=expected)
+        if instance.status != expected:
+            return instance
         workspace = workspace_ensure(instance=instance)
         state = runtime.run(container_spec(instance=instance, workspace=str(workspace)))
         ran = True
         _billing_begin(instance_id=instance.pk, expected=expected, state=state)
         ports = [b.container_port for b in instance.ports.all()]
         runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
+    except NoHealthyGpu as exc:
+        return instance_settle(
+            instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message, code=exc.code
+        )
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
         # finished_at None: the segment ends now, after the removal, when the GPU is free.

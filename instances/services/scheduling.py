@@ -40,6 +40,8 @@ def gpu_take(*, gpu_type: GpuType, host: Host | None = None) -> Gpu | None:
         .exclude(pk__in=busy)
         # A host whose runc / NVIDIA toolkit lacks escape fixes (instances.host.preflight) takes nothing.
         .exclude(host__in=unschedulable_hosts())
+        # A GPU whose health check failed is rented to nobody until an operator returns it.
+        .exclude(health__quarantined=True)
     )
     if host is not None:
         candidates = candidates.filter(host=host)

@@ -26,6 +26,7 @@ def instance_settle(
     finished_at: datetime | None = None,
     source: str = Source.WORKER,
     failed_start: bool = False,
+    code: str = "",
 ) -> Instance:
     """Move the row from `expected` to a resting status (stopped, failed, terminated):
     close the running segment at `finished_at` (now when None), free the GPU and ports,
@@ -33,7 +34,8 @@ def instance_settle(
     returned unchanged.
 
     `failed_start`: the container ran but never became ready; the next start is
-    refused for a growing delay (instances.services.backoff).
+    refused for a growing delay (instances.services.backoff). `code`: the stable error
+    code of a failure, kept in the `failed` event's data.
     """
     with transaction.atomic():
         locked = Instance.objects.select_for_update(of=("self",)).select_related("host", "gpu").get(pk=instance_id)
@@ -48,9 +50,11 @@ def instance_settle(
             Status.TERMINATED: Kind.TERMINATED,
         }
         kind = kinds[status]
-        data: dict[str, int] = {}
+        data: dict[str, int | str] = {}
         if status == Status.FAILED:
             locked.last_error = reason
+            if code:
+                data["code"] = code
             if failed_start:
                 data["retry_after_seconds"] = start_backoff_record(instance=locked, now=timezone.now())
         if status == Status.TERMINATED:
