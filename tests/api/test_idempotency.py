@@ -137,7 +137,7 @@ def test_a_wait_longer_than_the_cap_answers_202_with_the_instance_as_it_is(alice
 
 
 def test_the_wait_cap_is_below_the_web_workers_timeout_everywhere_gunicorn_runs():
-    for name in ("docker-compose.yml", "Dockerfile", "scripts/run"):
+    for name in ("docker-compose.yml", "Dockerfile", "Procfile"):
         text = (ROOT / name).read_text()
         found = re.search(r"--timeout\W+(\d+)", text)
         assert found, f"{name}: gunicorn's --timeout is not set (its default is 30 s)"

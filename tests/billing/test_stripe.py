@@ -127,7 +127,7 @@ def test_a_refund_debits_once_per_refund(client, alice, webhook_endpoint):
 
 
 def test_out_of_order_deliveries_end_at_the_same_balance(client, alice, webhook_endpoint):
-    BillingAccount.objects.create(user=alice, stripe_customer_id="cus_alice")
+    BillingAccount.objects.filter(user=alice).update(stripe_customer_id="cus_alice")  # made at sign-up
     refund = _refund_event(charge_id="ch_o", pi_id="pi_o", refunds=[("re_o", 700)])
     refund = refund.replace('"payment_intent": "pi_o"', '"payment_intent": "pi_o", "customer": "cus_alice"')
     paid = event_payload("payment_intent.succeeded", payment_intent(pi_id="pi_o", user_id=alice.pk, amount_cents=1000))
