@@ -242,6 +242,9 @@ class InstanceEvent(models.Model):
         WORKSPACE_REMOVED = "workspace-removed", "Workspace removed"
         RECONCILED = "reconciled", "Reconciled"
         NOTE = "note", "Note"
+        IDLE_WARNING = "idle-warning", "Idle stop warning"
+        RUNTIME_WARNING = "runtime-warning", "Maximum runtime warning"
+        KEEP_ALIVE = "keep-alive", "Kept alive"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"
@@ -342,3 +345,8 @@ class LaunchKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}:{self.key}"
+
+
+# Models of their own modules, registered with the app here (one line each).
+from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
+from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401

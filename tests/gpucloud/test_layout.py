@@ -98,8 +98,7 @@ def test_no_product_file_outgrows_the_size_a_reader_holds_in_mind():
     long = {
         str(path.relative_to(ROOT)): n
         for path in _product_files()
-        if (n := len(path.read_text().splitlines()))
-        > LONGER_ALLOWED.get(str(path.relative_to(ROOT)), MAX_LINES)
+        if (n := len(path.read_text().splitlines())) > LONGER_ALLOWED.get(str(path.relative_to(ROOT)), MAX_LINES)
     }
     assert long == {}
 
