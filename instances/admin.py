@@ -361,3 +361,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:
         return obj.revoked_at is not None
+
+
+# Idle rules, runtime rules and webhook deliveries: a module of their own.
+from instances import admin_idle  # noqa: E402, F401
