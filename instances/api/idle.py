@@ -51,7 +51,11 @@ def _state(request: Request, instance: Any) -> dict[str, Any]:
 
 
 class InstanceIdleApi(APIView):
-    @extend_schema(summary="Idle stop and maximum runtime", tags=["instances"], responses={200: IdleOutput})
+    @extend_schema(
+        summary="Idle stop and maximum runtime",
+        tags=["instances"],
+        responses={200: IdleOutput, **error_responses(404)},
+    )
     def get(self, request: Request, id: str) -> Response:
         return Response(_state(request, selectors.instance_get(user=request.user, public_id=id)))
 

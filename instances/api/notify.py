@@ -56,7 +56,9 @@ class WebhookListApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[WebhookEndpoint]:
         return services.endpoints_of(user=self.request.user)
 
-    @extend_schema(summary="My webhook endpoints", tags=["notifications"])
+    @extend_schema(
+        summary="My webhook endpoints", tags=["notifications"], responses={200: WebhookOutput, **error_responses(400)}
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -77,7 +79,9 @@ class WebhookListApi(generics.ListAPIView):
 
 
 class WebhookDetailApi(APIView):
-    @extend_schema(summary="Remove a webhook endpoint", tags=["notifications"], responses={204: None, 404: None})
+    @extend_schema(
+        summary="Remove a webhook endpoint", tags=["notifications"], responses={204: None, **error_responses(404)}
+    )
     def delete(self, request: Request, webhook_id: int) -> Response:
         services.endpoint_delete(user=request.user, endpoint_id=webhook_id)
         return Response(status=status.HTTP_204_NO_CONTENT)
@@ -89,7 +93,11 @@ class DeliveryListApi(generics.ListAPIView):
     def get_queryset(self) -> QuerySet[WebhookDelivery]:
         return services.deliveries_of(user=self.request.user)
 
-    @extend_schema(summary="The delivery log of my webhooks (newest first)", tags=["notifications"])
+    @extend_schema(
+        summary="The delivery log of my webhooks (newest first)",
+        tags=["notifications"],
+        responses={200: DeliveryOutput, **error_responses(400)},
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 
@@ -111,7 +119,11 @@ PreferencesOutput = inline_serializer("NotificationPreferences", {"preferences":
 
 
 class PreferencesApi(APIView):
-    @extend_schema(summary="Which events go to which channel", tags=["notifications"], responses=PreferencesOutput)
+    @extend_schema(
+        summary="Which events go to which channel",
+        tags=["notifications"],
+        responses={200: PreferencesOutput, **error_responses()},
+    )
     def get(self, request: Request) -> Response:
         return Response({"preferences": services.preferences(user=request.user)})
 
