@@ -3,8 +3,8 @@
 Sockets: /proc/<pid>/net/tcp and tcp6 of any process in the container list the sockets
 of the container's network namespace, readable from the host. An ESTABLISHED socket
 whose local port is one of the instance's services (sshd, Jupyter, a terminal,
-code-server) is a customer connected. Jupyter: its `/api/status` (with the instance's
-token) reports running kernels and the last activity. No Django here.
+code-server) is a customer connected. Jupyter: its kernels (with the instance's token)
+say whether one is executing and when a kernel last did anything. No Django here.
 """
 
 from __future__ import annotations
@@ -56,32 +56,24 @@ def _parse_time(value: object) -> datetime | None:
 
 
 def jupyter_status(*, base_url: str, token: str, timeout_seconds: float = 3) -> JupyterStatus | None:
-    """Jupyter Server's `/api/status`: running kernels and last activity; None when it
-    does not answer as Jupyter does (not running, not Jupyter, refused)."""
-    url = base_url.rstrip("/") + "/api/status"
-    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310 - http to our own container
-    try:
-        with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310
-            body = json.loads(response.read(65536))
-    except (OSError, ValueError, urllib.error.URLError):
-        return None
-    if not isinstance(body, dict) or "kernels" not in body:
-        return None
-    return JupyterStatus(
-        busy_kernels=_busy_kernels(base_url=base_url, token=token, timeout_seconds=timeout_seconds),
-        last_activity=_parse_time(body.get("last_activity")),
-    )
+    """Jupyter Server's kernels (`/api/kernels`, with the token): how many are executing
+    now, and the latest kernel activity. None when it does not answer as Jupyter does.
 
-
-def _busy_kernels(*, base_url: str, token: str, timeout_seconds: float) -> int:
-    """Kernels executing right now (`/api/kernels`): a long cell sends no traffic."""
+    Not `/api/status`'s `last_activity`: it counts API requests too, this one among
+    them, so polling it would keep every instance active. A kernel's own
+    `last_activity` moves only with the kernel's messages."""
     url = base_url.rstrip("/") + "/api/kernels"
-    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310
+    request = urllib.request.Request(url, headers={"Authorization": f"token {token}"})  # noqa: S310 - our own container
     try:
         with urllib.request.urlopen(request, timeout=timeout_seconds) as response:  # noqa: S310
             kernels = json.loads(response.read(1 << 20))
     except (OSError, ValueError, urllib.error.URLError):
-        return 0
+        return None
     if not isinstance(kernels, list):
-        return 0
-    return sum(1 for k in kernels if isinstance(k, dict) and k.get("execution_state") == "busy")
+        return None
+    kernels = [k for k in kernels if isinstance(k, dict)]
+    times = [t for t in (_parse_time(k.get("last_activity")) for k in kernels) if t is not None]
+    return JupyterStatus(
+        busy_kernels=sum(1 for k in kernels if k.get("execution_state") == "busy"),
+        last_activity=max(times, default=None),
+    )

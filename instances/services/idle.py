@@ -5,7 +5,7 @@ An instance is active when, at a check, its GPU's utilization is at or above the
 rule's threshold (NVML on real GPUs; the value set for a simulated one), or anything
 is connected to one of its services (ESTABLISHED sockets in the container's network
 namespace, read from /proc on the host: SSH, Jupyter, terminal, code-server), or its
-Jupyter reports a busy kernel or activity since the last check. Idle time counts from
+Jupyter reports a busy kernel or kernel activity since the last check. Idle time counts from
 the latest of: the start, the last activity seen, the end of a keep-alive. A warning
 (timeline, notification) goes out GPUCLOUD_IDLE_WARNING_SECONDS before the stop (half
 the window for short windows); the stop keeps the data and says why.
