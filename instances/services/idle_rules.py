@@ -178,7 +178,8 @@ def idle_state(*, instance: Instance, now: datetime | None = None) -> dict[str, 
     """What the API and the page show: the rules, the owner's choices, the last
     measurement, the coming stops and a pending warning."""
     now = now or timezone.now()
-    watch = watch_of(instance)
+    # A read: an instance never measured yet shows the defaults, no row is written.
+    watch = InstanceWatch.objects.filter(instance=instance).first() or InstanceWatch(instance=instance)
     rules = rules_for(instance, watch)
     running = instance.status == Status.RUNNING
     idle_at = idle_deadline(instance=instance, watch=watch, rules=rules) if running else None
