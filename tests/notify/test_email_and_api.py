@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from http import HTTPStatus
 
 import pytest
 from django.core import mail
 
+from billing.services.ledger import topup_credit
 from instances.idle_models import IdleRule
 from instances.models import Instance
 from instances.notify.models import Event
@@ -77,3 +79,11 @@ def test_keep_alive_needs_a_running_instance_of_mine(alice_api, bob_api, alice_r
     assert alice_api.post(url, {"seconds": 10}, format="json").status_code == HTTPStatus.BAD_REQUEST
     Instance.objects.filter(pk=alice_running.pk).update(status="stopped")
     assert alice_api.post(url, {"seconds": 600}, format="json").status_code == HTTPStatus.CONFLICT
+
+
+def test_a_topup_is_notified_once_however_often_stripe_reports_it(alice, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        topup_credit(user_id=alice.pk, payment_intent_id="pi_once", amount_usd=Decimal("20"))
+        topup_credit(user_id=alice.pk, payment_intent_id="pi_once", amount_usd=Decimal("20"))
+    assert [m.subject for m in mail.outbox] == ["GPU Cloud: top-up of $20.00 received"]
+    assert "was credited to your balance" in mail.outbox[0].body
