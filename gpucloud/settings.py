@@ -278,6 +278,8 @@ EMAIL_HOST_USER = env("EMAIL_HOST_USER")
 EMAIL_HOST_PASSWORD = env("EMAIL_HOST_PASSWORD")
 EMAIL_USE_TLS = env_bool("EMAIL_USE_TLS", default=False)
 DEFAULT_FROM_EMAIL = env("DEFAULT_FROM_EMAIL", "GPU Cloud <noreply@localhost>")
+# The file backend's folder (EMAIL_BACKEND=django.core.mail.backends.filebased.EmailBackend).
+EMAIL_FILE_PATH = env("EMAIL_FILE_PATH", str(VAR_DIR / "mail"))
 
 # Stripe (dj-stripe). Keys only from the environment.
 STRIPE_LIVE_MODE = env_bool("STRIPE_LIVE_MODE", default=False)
@@ -328,6 +330,32 @@ GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS = env_int("GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS", 2
 GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS = env_int("GPUCLOUD_IDEMPOTENCY_KEY_TTL_SECONDS", 86400)
 # How long the web process waits for a host's worker to send an instance's logs.
 GPUCLOUD_LOGS_WAIT_SECONDS = env_int("GPUCLOUD_LOGS_WAIT_SECONDS", 10)
+
+# Idle stop and maximum runtime (instances.services.idle, on each host's worker every
+# IDLE_CHECK_SECONDS). Rules per template / GPU type are the operator's (admin); these
+# are the defaults where no rule is set (0: no idle stop / no maximum runtime).
+GPUCLOUD_IDLE_CHECK_SECONDS = env_int("GPUCLOUD_IDLE_CHECK_SECONDS", 60)
+GPUCLOUD_IDLE_DEFAULT_SECONDS = env_int("GPUCLOUD_IDLE_DEFAULT_SECONDS", 0)
+GPUCLOUD_IDLE_GPU_THRESHOLD_PERCENT = env_int("GPUCLOUD_IDLE_GPU_THRESHOLD_PERCENT", 5)
+# How long before an idle or maximum-runtime stop the customer is warned.
+GPUCLOUD_IDLE_WARNING_SECONDS = env_int("GPUCLOUD_IDLE_WARNING_SECONDS", 600)
+GPUCLOUD_MAX_RUNTIME_DEFAULT_SECONDS = env_int("GPUCLOUD_MAX_RUNTIME_DEFAULT_SECONDS", 0)
+# The longest one keep-alive may postpone an idle stop.
+GPUCLOUD_KEEP_ALIVE_MAX_SECONDS = env_int("GPUCLOUD_KEEP_ALIVE_MAX_SECONDS", 24 * 3600)
+# Simulated GPUs report the utilization written in <dir>/<gpu uuid> (manage.py
+# simulate_gpu_utilization), so idle rules can be tried without a GPU.
+GPUCLOUD_SIMULATED_UTILIZATION_DIR = Path(
+    env("GPUCLOUD_SIMULATED_UTILIZATION_DIR", str(VAR_DIR / "simulated-gpu-utilization"))
+)
+
+# Notifications (instances.notify): customers' webhooks, signed and retried with backoff
+# (BACKOFF_SECONDS, doubled per attempt, up to MAX_ATTEMPTS). Deliveries to private,
+# loopback and link-local addresses are refused; ALLOW_LOOPBACK=1 only for tests.
+GPUCLOUD_WEBHOOK_MAX_ATTEMPTS = env_int("GPUCLOUD_WEBHOOK_MAX_ATTEMPTS", 6)
+GPUCLOUD_WEBHOOK_BACKOFF_SECONDS = env_int("GPUCLOUD_WEBHOOK_BACKOFF_SECONDS", 30)
+GPUCLOUD_WEBHOOK_TIMEOUT_SECONDS = env_int("GPUCLOUD_WEBHOOK_TIMEOUT_SECONDS", 10)
+GPUCLOUD_WEBHOOK_ALLOW_LOOPBACK = env_bool("GPUCLOUD_WEBHOOK_ALLOW_LOOPBACK", default=False)
+GPUCLOUD_WEBHOOKS_PER_USER = env_int("GPUCLOUD_WEBHOOKS_PER_USER", 10)
 
 # "nvml": real GPUs only; "simulated": the declared inventory; "auto": NVML where a
 # driver answers, else the simulated inventory.
@@ -434,6 +462,7 @@ CELERY_BEAT_SCHEDULE = {
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
+    "idle-check": {"task": "instances.tasks.idle_check_all_hosts", "schedule": float(GPUCLOUD_IDLE_CHECK_SECONDS)},
 }
 
 # dj-stripe's shipped migrations build its schema in three steps whose middle one removes

@@ -364,4 +364,5 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return obj.revoked_at is not None
 
 
-from instances import admin_health  # noqa: E402, F401  (admin → GPU health, issue 20)
+# Admin pages of their own modules: GPU health; idle rules, runtime rules, webhook deliveries.
+from instances import admin_health, admin_idle  # noqa: E402, F401

@@ -186,3 +186,8 @@ class LaunchThrottled(InstanceError):
     code = "throttled"
     status = HTTPStatus.TOO_MANY_REQUESTS
     default_message = "Too many launches in a short time. Try again shortly."
+
+
+class InvalidIdleSettings(InstanceError):
+    code = "instances:invalid-idle-settings"
+    default_message = "Those idle or runtime settings are not allowed."

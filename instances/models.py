@@ -260,6 +260,9 @@ class InstanceEvent(models.Model):
         RECONCILED = "reconciled", "Reconciled"
         GPU_FAULT = "gpu-fault", "GPU fault"
         NOTE = "note", "Note"
+        IDLE_WARNING = "idle-warning", "Idle stop warning"
+        RUNTIME_WARNING = "runtime-warning", "Maximum runtime warning"
+        KEEP_ALIVE = "keep-alive", "Kept alive"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"
@@ -362,4 +365,7 @@ class LaunchKey(models.Model):
         return f"{self.owner_id}:{self.key}"
 
 
-from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402, F401  (GPU health, issue 20)
+# Models of their own modules, registered with the app here (one line each).
+from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402, F401
+from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
+from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401

@@ -22,7 +22,8 @@ from instances.host.gpus import xid_watch_start
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
-from instances.services import health, launch_keys_purge, provision, reconcile, upkeep
+from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
+from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
 
 logger = logging.getLogger(__name__)
@@ -142,6 +143,17 @@ def gpu_health_all_hosts() -> int:
 @shared_task
 def workspace_cleanup_all_hosts() -> int:
     return _fan_out(workspace_cleanup_host)
+
+
+@shared_task(acks_late=True)
+def idle_check_host(*, host_id: int) -> dict[str, str]:
+    """Idle stop and maximum runtime of this host's running instances (instances.services.idle)."""
+    return idle.host_idle_check(host=Host.objects.get(pk=host_id))
+
+
+@shared_task
+def idle_check_all_hosts() -> int:
+    return _fan_out(idle_check_host)
 
 
 @shared_task

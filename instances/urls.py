@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import instances, keys
+from instances.api import idle, instances, keys, notify
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -18,6 +18,17 @@ urlpatterns = [
     path("instances/<str:id>/restart", instances.InstanceRestartApi.as_view(), name="instance-restart"),
     path("instances/<str:id>/events", instances.InstanceEventsApi.as_view(), name="instance-events"),
     path("instances/<str:id>/logs", instances.InstanceLogsApi.as_view(), name="instance-logs"),
+    path("instances/<str:id>/idle", idle.InstanceIdleApi.as_view(), name="instance-idle"),
+    path("instances/<str:id>/keep-alive", idle.InstanceKeepAliveApi.as_view(), name="instance-keep-alive"),
+    path("webhooks", notify.WebhookListApi.as_view(), name="webhooks"),
+    path("webhooks/<int:webhook_id>", notify.WebhookDetailApi.as_view(), name="webhook"),
+    path("webhook-deliveries", notify.DeliveryListApi.as_view(), name="webhook-deliveries"),
+    path(
+        "webhook-deliveries/<int:delivery_id>/replay",
+        notify.DeliveryReplayApi.as_view(),
+        name="webhook-delivery-replay",
+    ),
+    path("notification-preferences", notify.PreferencesApi.as_view(), name="notification-preferences"),
     path("availability", instances.AvailabilityApi.as_view(), name="availability"),
     path("ssh-keys", keys.SSHKeyListApi.as_view(), name="ssh-keys"),
     path("ssh-keys/<path:key_id>", keys.SSHKeyDetailApi.as_view(), name="ssh-key"),

@@ -26,6 +26,7 @@ from instances.access.addresses import access_for
 from instances.access.authentication import instance_create_throttle_check
 from instances.errors import InstanceError, NotFound
 from instances.models import Instance, InstanceEvent
+from instances.services import idle_rules
 from templates_app.models import Template
 
 ACCESS_LABELS = dict(Template.AccessMethod.choices)
@@ -149,6 +150,7 @@ def instance_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         "gpu_fault": _gpu_fault_since_start(events),
         "cost": _costs([instance]).get(instance.pk, Decimal(0)),
         "access_labels": ACCESS_LABELS,
+        "idle": idle_rules.idle_state(instance=instance),
     }
     if request.htmx and request.GET.get("part") == "live":
         return render(request, "instances/_instance_live.html", context)

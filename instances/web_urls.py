@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.urls import path
 
-from instances import views
+from instances import idle_views, views
+from instances.notify import views as notify_views
 
 app_name = "web"
 
@@ -14,9 +15,14 @@ urlpatterns = [
     path("instances/<str:public_id>/", views.instance_detail, name="instance"),
     path("instances/<str:public_id>/logs/", views.instance_logs, name="instance-logs"),
     path("instances/<str:public_id>/credentials/", views.instance_credentials, name="instance-credentials"),
+    path("instances/<str:public_id>/keep-alive/", idle_views.instance_keep_alive, name="instance-keep-alive"),
+    path("instances/<str:public_id>/idle/", idle_views.instance_idle, name="instance-idle"),
     path("instances/<str:public_id>/<str:action>/", views.instance_action, name="instance-action"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),
     path("ssh-keys/<int:key_id>/delete/", views.ssh_key_delete, name="ssh-key-delete"),
     path("tokens/", views.tokens, name="tokens"),
+    path("notifications/", notify_views.notifications, name="notifications"),
+    path("notifications/webhooks/<int:endpoint_id>/delete/", notify_views.webhook_delete, name="webhook-delete"),
+    path("notifications/deliveries/<int:delivery_id>/replay/", notify_views.delivery_replay, name="delivery-replay"),
     path("tokens/<int:token_id>/revoke/", views.token_revoke, name="token-revoke"),
 ]

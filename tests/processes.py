@@ -111,6 +111,11 @@ def localstripe_start(*, log_path: Path | None = None) -> tuple[subprocess.Popen
     return proc, f"http://127.0.0.1:{port}"
 
 
+def worker_mail_dir(db_name: str) -> Path:
+    """Where a test worker on `db_name` writes the emails it sends."""
+    return Path(settings.VAR_DIR) / f"worker-mail-{db_name}"
+
+
 def worker_env(db_name: str) -> dict[str, str]:
     env = dict(os.environ)
     url = settings.DATABASES["default"]
@@ -119,5 +124,8 @@ def worker_env(db_name: str) -> dict[str, str]:
             f"postgres://{url['USER'] or 'postgres'}@{url['HOST'] or '127.0.0.1'}:{url['PORT'] or 5432}/{db_name}"
         )
     env["GPUCLOUD_HOST_NAME"] = settings.GPUCLOUD_HOST_NAME
+    # The worker's mail as files (tests read them: tests/mail.py); the test process has mail.outbox.
+    env["EMAIL_BACKEND"] = "django.core.mail.backends.filebased.EmailBackend"
+    env["EMAIL_FILE_PATH"] = str(worker_mail_dir(db_name))
     env["PYTHONUNBUFFERED"] = "1"
     return env

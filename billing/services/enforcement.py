@@ -11,7 +11,6 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.core.mail import send_mail
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -20,6 +19,8 @@ from billing.models import BillingAccount
 from billing.services.ledger import money
 from gpucloud.errors import DomainError
 from instances.models import Instance, InstanceEvent
+from instances.notify.models import Event
+from instances.notify.services import notify
 from instances.services import instance_stop
 
 logger = logging.getLogger("billing")
@@ -105,15 +106,9 @@ def low_balance_notify() -> list[str]:
 
 
 def _low_balance_email(*, account: BillingAccount, threshold: Decimal) -> None:
-    balance = money(account.balance_usd)
-    send_mail(
-        subject=f"GPU Cloud: your balance is below ${threshold}",
-        message=(
-            f"Hello {account.user.get_username()},\n\nYour GPU Cloud balance is ${balance}, below ${threshold}.\n"
-            "Running instances are stopped (their data kept) when the balance reaches zero. "
-            "Top up on the billing page to keep them running.\n"
-        ),
-        from_email=None,
-        recipient_list=[account.user.email],
-        fail_silently=True,
+    # Through the customer's notification preferences: email and/or webhooks.
+    notify(
+        user=account.user,
+        event=Event.LOW_BALANCE,
+        data={"balance_usd": str(money(account.balance_usd)), "threshold_usd": str(threshold)},
     )

@@ -18,6 +18,8 @@ from django.utils import timezone
 
 from billing.errors import InvalidAdjustment
 from billing.models import BillingAccount, LedgerEntry
+from instances.notify.models import Event
+from instances.notify.services import notify
 
 logger = logging.getLogger("billing")
 
@@ -87,8 +89,9 @@ def account_get_or_create(*, user: Any) -> BillingAccount:
 
 
 def topup_credit(*, user_id: int, payment_intent_id: str, amount_usd: Decimal) -> LedgerEntry | None:
-    """Credit a succeeded top-up once, keyed by its PaymentIntent id."""
-    return ledger_post(
+    """Credit a succeeded top-up once, keyed by its PaymentIntent id; the first credit
+    notifies the customer (top-up received)."""
+    entry = ledger_post(
         user_id=user_id,
         kind=LedgerEntry.Kind.TOPUP,
         amount_usd=money(amount_usd),
@@ -97,6 +100,9 @@ def topup_credit(*, user_id: int, payment_intent_id: str, amount_usd: Decimal) -
         payment_intent_id=payment_intent_id,
         reason="Stripe top-up",
     )
+    if entry is not None:
+        notify(user=entry.user, event=Event.TOPUP_RECEIVED, data={"amount_usd": str(money(amount_usd))})
+    return entry
 
 
 def refund_debit(

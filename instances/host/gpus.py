@@ -13,6 +13,7 @@ import json
 import sys
 import threading
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 
@@ -202,9 +203,39 @@ def nvml_metrics() -> list[GpuMetrics]:
         pynvml.nvmlShutdown()
 
 
-def simulated_metrics(inventory: list[GpuInfo]) -> list[GpuMetrics]:
-    """Simulated GPUs have no sensors: they report nothing, and say so."""
-    return [GpuMetrics(uuid=g.uuid, simulated=True, note="simulated GPU: no metrics") for g in inventory]
+def simulated_utilization(*, directory: Path, uuid: str) -> int | None:
+    """The utilization set for a simulated GPU (a file `<directory>/<uuid>` holding a
+    percentage), or None when none is set."""
+    try:
+        text = (directory / uuid).read_text().strip()
+    except OSError:
+        return None
+    try:
+        return max(0, min(100, int(text)))
+    except ValueError:
+        return None
+
+
+def simulated_utilization_set(*, directory: Path, uuid: str, percent: int | None) -> None:
+    """Set (or with None clear) the utilization a simulated GPU reports."""
+    path = directory / uuid
+    if percent is None:
+        path.unlink(missing_ok=True)
+        return
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(f"{max(0, min(100, int(percent)))}\n")
+    tmp.replace(path)  # atomic: a reader never sees half a number
+
+
+def simulated_metrics(inventory: list[GpuInfo], *, directory: Path | None = None) -> list[GpuMetrics]:
+    """Simulated GPUs have no sensors: only the utilization set for them, if any."""
+    metrics = []
+    for g in inventory:
+        percent = simulated_utilization(directory=directory, uuid=g.uuid) if directory else None
+        note = "simulated GPU: utilization as set" if percent is not None else "simulated GPU: no metrics"
+        metrics.append(GpuMetrics(uuid=g.uuid, utilization_percent=percent, simulated=True, note=note))
+    return metrics
 
 
 def _optional(pynvml: Any, read: Any, *args: Any) -> Any:

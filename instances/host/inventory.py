@@ -101,15 +101,28 @@ def host_sync(
     return result
 
 
+def _simulated_metrics_update(*, host: Host) -> int:
+    """Simulated GPUs report only the utilization set for them (simulate_gpu_utilization)."""
+    now, updated = timezone.now(), 0
+    for gpu in Gpu.objects.filter(host=host, simulated=True):
+        percent = gpus.simulated_utilization(directory=settings.GPUCLOUD_SIMULATED_UTILIZATION_DIR, uuid=gpu.uuid)
+        if percent is not None or gpu.utilization_percent is not None:
+            Gpu.objects.filter(pk=gpu.pk).update(utilization_percent=percent, metrics_at=now)
+            updated += 1
+    return updated
+
+
 def gpu_metrics_update(*, host: Host) -> int:
-    """Store the latest NVML metrics of the host's real GPUs; simulated GPUs report none.
+    """Store the latest NVML metrics of the host's real GPUs, and the utilization set for
+    simulated ones.
 
     Returns how many GPUs got metrics. NVML errors are logged, never raised: metrics
     are best effort and a missed run is harmless.
     """
+    simulated_updated = _simulated_metrics_update(host=host)
     real = Gpu.objects.filter(host=host, simulated=False)
     if not real.exists():
-        return 0
+        return simulated_updated
     try:
         readings = {m.uuid: m for m in gpus.nvml_metrics()}
     except gpus.GpuInventoryError as exc:

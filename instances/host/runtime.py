@@ -72,6 +72,7 @@ class ContainerState:
     started_at: datetime | None = None
     finished_at: datetime | None = None
     ip_address: str = ""
+    pid: int = 0  # the main process on the host (0 when not running): its /proc shows the container's sockets
 
     @property
     def running(self) -> bool:
@@ -112,6 +113,7 @@ def _state(attrs: dict[str, Any]) -> ContainerState:
         started_at=_parse_time(state.get("StartedAt")),
         finished_at=_parse_time(state.get("FinishedAt")),
         ip_address=next((n.get("IPAddress") for n in networks.values() if n.get("IPAddress")), ""),
+        pid=int(state.get("Pid") or 0),
     )
 
 

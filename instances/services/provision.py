@@ -31,6 +31,8 @@ from instances.host.runtime import (
 )
 from instances.host.workspaces import workspace_ensure
 from instances.models import Instance
+from instances.notify.models import Event
+from instances.notify.services import notify
 from instances.services.backoff import start_backoff_clear
 from instances.services.events import (
     Kind,
@@ -156,6 +158,11 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
                 "start_not_before",
                 "updated_at",
             ]
+        )
+        notify(
+            user=locked.owner,
+            event=Event.INSTANCE_RUNNING,
+            data={"instance": locked.public_id, "template": instance.template.slug, "gpu_type": instance.gpu_type.sku},
         )
     logger.info("instance %s running in %s", locked.public_id, state.id[:12])
     exposure_sync(instance=locked, publish=True)

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from instances.access.exposure import exposure_sync
 from instances.models import Instance
+from instances.notify.models import Event
+from instances.notify.services import notify
 from instances.services.backoff import start_backoff_record
 from instances.services.events import Kind, Source, Status, event_add, logger, release, segment_close
 
@@ -62,6 +64,10 @@ def instance_settle(
             credentials_erase(instance=locked)
         locked.save()
         event_add(instance=locked, kind=kind, source=source, message=reason, data=data)
+        if status == Status.FAILED:
+            notify(
+                user=locked.owner, event=Event.INSTANCE_FAILED, data={"instance": locked.public_id, "reason": reason}
+            )
     logger.info("instance %s %s%s", locked.public_id, status, f": {reason}" if reason else "")
     exposure_sync(instance=locked, publish=False)
     return locked

@@ -13,6 +13,8 @@ from django.utils import timezone
 
 from instances.errors import InvalidTransition
 from instances.models import Instance, PortBinding
+from instances.notify.models import Event
+from instances.notify.services import notify
 from instances.services import queue
 from instances.services.backoff import start_backoff_check
 from instances.services.events import Kind, Source, Status, event_add
@@ -33,10 +35,14 @@ def _refuse(instance: Instance, action: str) -> InvalidTransition:
     )
 
 
-def instance_stop(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+def instance_stop(
+    *, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "", code: str = ""
+) -> Instance:
     """Ask the worker to stop a running instance (data kept, GPU released).
 
-    Moves it to `stopping` and enqueues the stop. Raises InvalidTransition unless running.
+    Moves it to `stopping` and enqueues the stop. A stop the customer did not ask for
+    (billing, `code` "idle" or "max-runtime") keeps its reason on the row and notifies
+    the owner. Raises InvalidTransition unless running.
     """
     with transaction.atomic():
         locked = _locked(instance)
@@ -44,10 +50,26 @@ def instance_stop(*, instance: Instance, actor: Any = None, source: str = Source
             raise _refuse(locked, "stop")
         locked.status = Status.STOPPING
         if source == Source.BILLING:
+            code = code or "billing"
             locked.stop_reason = (reason or "billing")[:64]
+        elif code:
+            locked.stop_reason = code[:64]
         locked.save(update_fields=["status", "stop_reason", "updated_at"])
-        event_add(instance=locked, kind=Kind.STOP_REQUESTED, source=source, actor=actor, message=reason)
+        event_add(
+            instance=locked,
+            kind=Kind.STOP_REQUESTED,
+            source=source,
+            actor=actor,
+            message=reason,
+            data={"reason_code": code} if code else None,
+        )
         queue.enqueue(queue.STOP, locked)
+        if code:
+            notify(
+                user=locked.owner,
+                event=Event.INSTANCE_STOPPED,
+                data={"instance": locked.public_id, "reason_code": code, "reason": reason},
+            )
     return locked
 
 

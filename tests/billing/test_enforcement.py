@@ -120,6 +120,8 @@ def test_a_top_up_inside_the_grace_spares_the_instances(alice, gpu_types, this_h
     assert instance.status == Instance.Status.RUNNING
 
 
+# Committed for real: notifications go out when the transaction that caused them commits.
+@pytest.mark.django_db(transaction=True)
 def test_a_low_balance_email_goes_out_once_per_threshold_crossing(alice, gpu_types, settings):
     settings.GPUCLOUD_LOW_BALANCE_THRESHOLDS_USD = [Decimal(10), Decimal(5)]
     credit(alice, "12.00")
@@ -132,6 +134,7 @@ def test_a_low_balance_email_goes_out_once_per_threshold_crossing(alice, gpu_typ
     assert len(mail.outbox) == 1
     assert mail.outbox[0].to == ["alice@example.com"]
     assert "below $10" in mail.outbox[0].subject
+    assert "below $10" in mail.outbox[0].alternatives[0].content, "text and HTML"
 
     services.ledger_post(user_id=alice.pk, kind="adjustment", amount_usd=Decimal("-1"), idempotency_key="b")
     services.balances_enforce(now=T0)
