@@ -324,6 +324,8 @@ GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+# How often beat grants the waitlist (launches that wait for a free GPU of their type).
+GPUCLOUD_WAITLIST_SECONDS = env_int("GPUCLOUD_WAITLIST_SECONDS", 10)
 # Prometheus /metrics (gpucloud/metrics.py): a scraper sends `Authorization: Bearer
 # <GPUCLOUD_METRICS_TOKEN>`, or scrapes from an address in the allow-list (networks,
 # comma-separated; loopback by default, "" for none). Anything else gets 403.
@@ -428,5 +430,6 @@ CELERY_BEAT_SCHEDULE = {
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
+    "waitlist-grant": {"task": "instances.tasks.waitlist_grant_all", "schedule": float(GPUCLOUD_WAITLIST_SECONDS)},
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
 }

@@ -361,3 +361,7 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:
         return obj.revoked_at is not None
+
+
+# The waitlist has its own module (registered on import).
+from instances import admin_waitlist  # noqa: E402, F401

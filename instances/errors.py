@@ -171,3 +171,15 @@ class LaunchThrottled(InstanceError):
     code = "throttled"
     status = HTTPStatus.TOO_MANY_REQUESTS
     default_message = "Too many launches in a short time. Try again shortly."
+
+
+class WaitlistEntryNotFound(InstanceError):
+    code = "instances:waitlist-entry-not-found"
+    status = HTTPStatus.NOT_FOUND
+    default_message = "No such waitlist entry."
+
+
+class WaitlistNotWaiting(InstanceError):
+    code = "instances:waitlist-not-waiting"
+    status = HTTPStatus.CONFLICT
+    default_message = "This waitlist entry is no longer waiting."

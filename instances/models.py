@@ -342,3 +342,6 @@ class LaunchKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}:{self.key}"
+
+
+from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401  (its own module: see there)

@@ -23,6 +23,7 @@ from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
 from instances.services import launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
+from instances.services.waitlist import waitlist_grant
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +135,12 @@ def workspace_cleanup_all_hosts() -> int:
 @shared_task
 def launch_keys_expire() -> int:
     return launch_keys_purge()
+
+
+@shared_task
+def waitlist_grant_all() -> int:
+    """Launch waiting entries of the waitlist while GPUs of their type are free."""
+    return waitlist_grant()
 
 
 @shared_task(acks_late=True)

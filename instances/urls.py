@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import instances, keys
+from instances.api import instances, keys, waitlist
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -18,6 +18,8 @@ urlpatterns = [
     path("instances/<str:id>/restart", instances.InstanceRestartApi.as_view(), name="instance-restart"),
     path("instances/<str:id>/events", instances.InstanceEventsApi.as_view(), name="instance-events"),
     path("instances/<str:id>/logs", instances.InstanceLogsApi.as_view(), name="instance-logs"),
+    path("waitlist", waitlist.WaitlistListApi.as_view(), name="waitlist"),
+    path("waitlist/<str:id>", waitlist.WaitlistDetailApi.as_view(), name="waitlist-entry"),
     path("availability", instances.AvailabilityApi.as_view(), name="availability"),
     path("ssh-keys", keys.SSHKeyListApi.as_view(), name="ssh-keys"),
     path("ssh-keys/<path:key_id>", keys.SSHKeyDetailApi.as_view(), name="ssh-key"),

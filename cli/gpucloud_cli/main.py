@@ -158,6 +158,7 @@ def _settled(client: Api, instance: dict, *, wanted: str, timeout: float, as_jso
 @click.option("--ssh-key", "-k", multiple=True, help="A .pub file or a saved key's id; default: ~/.ssh/id_*.pub.")
 @click.option("--env", "-e", multiple=True, help="KEY=VALUE for the container.")
 @click.option("--no-password", is_flag=True, help="Keys only: no root password login.")
+@click.option("--queue", "-q", is_flag=True, help="When no GPU of the type is free, wait in line for one.")
 @click.option("--wait", "-w", is_flag=True, help="Wait until it runs, with a progress line.")
 @click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
 @json_option
@@ -181,11 +182,53 @@ def launch(ctx: click.Context, **opts: Any) -> None:
         "ssh_password_auth": not opts["no_password"],
         "env": env,
     }
-    instance = client.post("/api/gpu/instances", body, retry_key=True)
+    path = "/api/gpu/instances?queue=1" if opts["queue"] else "/api/gpu/instances"
+    instance = client.post(path, body, retry_key=True)
+    if "queued" in instance:
+        entry = instance["queued"]
+        click.echo(
+            f"No GPU free: {entry['id']} is number {entry['position']} in line for {entry['gpu_type']}", err=True
+        )
+        if not opts["wait"]:
+            emit(entry, opts["as_json"], lambda: click.echo(entry["id"]))
+            return
+        instance = _await_grant(client, entry, timeout=opts["timeout"])
     if not opts["wait"]:
         emit(instance, opts["as_json"], lambda: _show(instance))
         return
     _settled(client, instance, wanted="running", timeout=opts["timeout"], as_json=opts["as_json"])
+
+
+def _await_grant(client: Api, entry: dict, *, timeout: float) -> dict:
+    """Poll a waitlist entry until it is granted; the instance it started as."""
+    progress = Progress()
+    started = time.monotonic()
+    while entry["status"] == "waiting" or entry["status"] == "granting":
+        if time.monotonic() - started > timeout:
+            progress.done()
+            raise CliError(f"timed out: {entry['id']} is still waiting", exit_code=EXIT_TIMEOUT)
+        progress.show(f"{entry['id']} waiting, position {entry['position']}  {time.monotonic() - started:5.0f} s")
+        time.sleep(2)
+        entry = client.get(f"/api/gpu/waitlist/{entry['id']}")
+    progress.done()
+    if entry["status"] != "granted":
+        raise CliError(f"{entry['id']} is {entry['status']}: {entry.get('reason') or ''}", exit_code=EXIT_FAILED)
+    return client.get(f"/api/gpu/instances/{entry['instance']}")
+
+
+@cli.command()
+@click.option("--cancel", "cancel_id", metavar="ID", help="Leave the line: cancel this waiting entry.")
+@json_option
+@click.pass_context
+def waitlist(ctx: click.Context, cancel_id: str | None, as_json: bool) -> None:
+    """My launches waiting for a free GPU (and cancelling one)."""
+    client = api(ctx)
+    if cancel_id:
+        entry = client.delete(f"/api/gpu/waitlist/{cancel_id}")
+        emit(entry, as_json, lambda: click.echo(f"{entry['id']} {entry['status']}"))
+        return
+    rows = client.pages("/api/gpu/waitlist")
+    emit(rows, as_json, lambda: table(rows, ["id", "status", "position", "gpu_type", "template", "instance"]))
 
 
 @cli.command(name="ls")

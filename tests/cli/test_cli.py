@@ -14,7 +14,9 @@ import pytest
 from django.conf import settings
 
 from billing import services as billing
+from instances.access.tokens import token_create
 from instances.models import GpuType, Instance
+from tests.api.helpers import launch
 from tests.billing.helpers import credit
 from tests.factories import TemplateFactory
 
@@ -179,3 +181,25 @@ def test_the_cli_is_its_own_package_and_never_loads_the_server():
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd="/")
     assert out.stdout.strip() == "[]"
+
+
+def test_launch_queue_waits_in_line_and_waitlist_cancels(run_cli, alice, bob, this_host):
+    TemplateFactory()
+    launch(alice)  # the one RTX 5090 is taken
+    _, key = token_create(user=bob, name="cli")
+    env = {"GPUCLOUD_TOKEN": key}
+    full = run_cli("launch", "-t", "test-sshd", "-g", "rtx-5090", "-s", "20", env=env)
+    assert full.returncode == 5
+    assert "instances:no-gpu-available" in full.stderr
+
+    queued = run_cli("launch", "-t", "test-sshd", "-g", "rtx-5090", "-s", "20", "--queue", env=env)
+    assert queued.returncode == 0, queued.stderr
+    entry_id = queued.stdout.strip()
+    assert f"{entry_id} is number 1 in line for rtx-5090" in queued.stderr
+    listed = json.loads(run_cli("waitlist", "--json", env=env).stdout)
+    assert [(e["id"], e["status"], e["position"]) for e in listed] == [(entry_id, "waiting", 1)]
+    assert run_cli("waitlist", "--cancel", entry_id, env=env).stdout.split() == [entry_id, "cancelled"]
+    again = run_cli("waitlist", "--cancel", entry_id, env=env)
+    assert again.returncode == 5
+    assert "instances:waitlist-not-waiting" in again.stderr
+    assert not Instance.objects.filter(owner=bob).exists()
