@@ -324,6 +324,11 @@ GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+# Operator economics (admin → Usage records → Economics): what a kWh costs and what one
+# GPU's hardware costs per month (amortized; 0: not counted); power samples kept this long.
+GPUCLOUD_ELECTRICITY_USD_PER_KWH = Decimal(env("GPUCLOUD_ELECTRICITY_USD_PER_KWH", "0.30"))
+GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH = Decimal(env("GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH", "0"))
+GPUCLOUD_POWER_SAMPLE_DAYS = env_int("GPUCLOUD_POWER_SAMPLE_DAYS", 400)
 # How often beat grants the waitlist (launches that wait for a free GPU of their type).
 GPUCLOUD_WAITLIST_SECONDS = env_int("GPUCLOUD_WAITLIST_SECONDS", 10)
 # Prometheus /metrics (gpucloud/metrics.py): a scraper sends `Authorization: Bearer

@@ -344,4 +344,5 @@ class LaunchKey(models.Model):
         return f"{self.owner_id}:{self.key}"
 
 
+from instances.power_models import GpuPowerSample  # noqa: E402, F401  (its own module: see there)
 from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401  (its own module: see there)
