@@ -9,7 +9,8 @@ from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 
-from billing.economics import gpu_economics, recent_months
+from billing.economics import gpu_economics, operator_costs, recent_months
+from billing.economics_models import OperatorCosts
 
 CSV_FIELDS = (
     "host", "gpu", "uuid", "simulated", "busy_hours", "utilization_percent",
@@ -47,5 +48,19 @@ def economics_view(request: HttpRequest) -> HttpResponse:
         "report": report,
         "months": recent_months(),
         "chart": chart,
+        "prices": operator_costs(),
     }
     return TemplateResponse(request, "admin/billing/economics.html", context)
+
+
+@admin.register(OperatorCosts)
+class OperatorCostsAdmin(admin.ModelAdmin):
+    """A new row changes the prices from now on (the newest is in force); rows are kept."""
+
+    list_display = ("created_at", "electricity_usd_per_kwh", "hardware_usd_per_gpu_month")
+
+    def has_change_permission(self, request: HttpRequest, obj: OperatorCosts | None = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OperatorCosts | None = None) -> bool:
+        return False

@@ -4,9 +4,11 @@ cost in electricity (and, optionally, amortized hardware).
 - Revenue: the GPU segments that started in the month on that GPU (the `started`
   event's `gpu`), as billed so far (`billed_usd`); busy seconds likewise.
 - Energy: the mean of the GPU's power samples in the month times the time they span
-  (first to last sample, plus one metrics period): kWh * GPUCLOUD_ELECTRICITY_USD_PER_KWH.
+  (first to last sample, plus one metrics period), in kWh, at the electricity price.
   A GPU without samples (simulated ones, or no driver reading) shows no energy.
-- Hardware: GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH, pro rata for a month still running.
+- Hardware: the amortized cost per GPU per month, pro rata for a month still running.
+  Both prices: admin → Operator costs (the newest row), else the settings
+  GPUCLOUD_ELECTRICITY_USD_PER_KWH and GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH.
 - Margin = revenue - energy cost - hardware cost. Utilization = busy / elapsed seconds.
 Reads only; money in Decimal.
 """
@@ -21,7 +23,7 @@ from django.conf import settings
 from django.db.models import Avg, Count, Max, Min, Sum
 from django.utils import timezone
 
-from billing.models import UsageRecord
+from billing.models import OperatorCosts, UsageRecord
 from instances.models import Gpu, GpuPowerSample
 
 CENT = Decimal("0.01")
@@ -39,13 +41,21 @@ def month_bounds(month: str | None) -> tuple[datetime, datetime, datetime]:
     return start, max(start, min(following, now)), following
 
 
+def operator_costs() -> tuple[Decimal, Decimal]:
+    """(USD per kWh, USD per GPU per month): the admin's newest Operator costs, else settings."""
+    costs = OperatorCosts.objects.order_by("-created_at", "-id").first()
+    if costs is not None:
+        return costs.electricity_usd_per_kwh, costs.hardware_usd_per_gpu_month
+    return Decimal(settings.GPUCLOUD_ELECTRICITY_USD_PER_KWH), Decimal(settings.GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH)
+
+
 def gpu_economics(*, month: str | None = None) -> dict[str, Any]:
     """{"month", "rows": one per GPU, "hosts": totals per host, "total"} for the month."""
     start, end, following = month_bounds(month)
     elapsed = Decimal((end - start).total_seconds())
     fraction = elapsed / Decimal((following - start).total_seconds())
-    price = Decimal(settings.GPUCLOUD_ELECTRICITY_USD_PER_KWH)
-    hardware = (Decimal(settings.GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH) * fraction).quantize(CENT)
+    price, hardware_month = operator_costs()
+    hardware = (hardware_month * fraction).quantize(CENT)
     period = Decimal(settings.GPUCLOUD_METRICS_SECONDS)
 
     earned: dict[str, dict[str, Any]] = {

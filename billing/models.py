@@ -231,3 +231,6 @@ class UserLimits(models.Model):
 
     def __str__(self) -> str:
         return f"limits of {self.user}"
+
+
+from billing.economics_models import OperatorCosts  # noqa: E402, F401  (its own module: see there)

@@ -14,6 +14,7 @@ import pytest
 
 from billing import services
 from billing.economics import gpu_economics
+from billing.economics_models import OperatorCosts
 from instances.models import Gpu, GpuPowerSample
 from tests.billing.helpers import event, instance_for
 
@@ -74,3 +75,21 @@ def test_the_admin_page_charts_and_exports_csv(january, client, olga, alice):
     assert client.get("/admin/billing/usagerecord/economics/", {"month": "jan"}).status_code == HTTPStatus.BAD_REQUEST
     client.force_login(alice)  # not staff: the admin's login page, no numbers
     assert "$2.98" not in client.get("/admin/billing/usagerecord/economics/", {"month": "2026-01"}).content.decode()
+
+
+def test_prices_set_in_the_admin_win_over_the_settings(january, client, olga):
+    client.force_login(olga)
+    added = client.post(
+        "/admin/billing/operatorcosts/add/", {"electricity_usd_per_kwh": "0.50", "hardware_usd_per_gpu_month": "10"}
+    )
+    assert added.status_code == HTTPStatus.FOUND, added.content
+    five = next(r for r in gpu_economics(month="2026-01")["rows"] if r["uuid"] == january.uuid)
+    assert (five["energy_usd"], five["hardware_usd"]) == (Decimal("2.00"), Decimal("10.00"))
+    assert five["margin_usd"] == Decimal("2.98") - Decimal("2.00") - Decimal("10.00")
+    page = client.get("/admin/billing/usagerecord/economics/", {"month": "2026-01"}).content.decode()
+    assert "$0.5000 per kWh" in page
+    refused = client.post(
+        "/admin/billing/operatorcosts/add/", {"electricity_usd_per_kwh": "-1", "hardware_usd_per_gpu_month": "0"}
+    )
+    assert refused.status_code == HTTPStatus.OK  # the form again, with the error; nothing saved
+    assert OperatorCosts.objects.count() == 1
