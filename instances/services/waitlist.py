@@ -23,7 +23,13 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from gpucloud.errors import DomainError
-from instances.errors import NoCapacity, WaitlistEntryNotFound, WaitlistNotWaiting
+from instances.errors import (
+    InfrastructureError,
+    NoCapacity,
+    QueueUnavailable,
+    WaitlistEntryNotFound,
+    WaitlistNotWaiting,
+)
 from instances.models import GpuType, Instance, InstanceEvent
 from instances.services.events import event_add
 from instances.services.launch import instance_launch
@@ -111,7 +117,9 @@ def _grant(entry: WaitlistEntry) -> bool:
             fingerprint=entry.fingerprint,
             **entry.request,
         )
-    except NoCapacity:
+    except (NoCapacity, InfrastructureError, QueueUnavailable):
+        # No GPU, or a transient failure (a busy lock, the broker down: nothing was
+        # started and the key is free): it keeps its place for the next run.
         WaitlistEntry.objects.filter(pk=entry.pk).update(status=Status.WAITING)
         return False
     except DomainError as exc:  # admission refused it at its turn: the next in line goes on

@@ -11,6 +11,7 @@ import pytest
 
 from billing.models import LedgerEntry, UsageRecord
 from instances.models import Instance, InstanceEvent, WaitlistEntry
+from instances.services.locks import lock_acquire, lock_release
 from instances.services.settle import instance_settle
 from instances.services.waitlist import waitlist_grant
 from tests.api.helpers import launch, token_client
@@ -147,3 +148,21 @@ def test_operators_see_the_queue_per_gpu_type_in_the_admin(full, bob, olga, clie
     body = page.content.decode()
     assert WaitlistEntry.objects.get(owner=bob).public_id in body
     assert "Position" in body
+
+
+def test_an_entry_whose_launch_is_busy_keeps_its_place(full, bob):
+    """bob's own launch holds his admission lock (a real lock, held here): the grant cannot
+    admit him now, so the entry waits on instead of being refused."""
+    queued = _queue(token_client(bob)).json()["queued"]
+    _free(full)
+    held = lock_acquire(name=f"admission:user:{bob.pk}", ttl_seconds=60)
+    assert held is not None
+    try:
+        assert waitlist_grant() == 0
+    finally:
+        lock_release(held=held)
+    entry = WaitlistEntry.objects.get(public_id=queued["id"])
+    assert entry.status == WaitlistEntry.Status.WAITING
+    assert waitlist_grant() == 1
+    entry.refresh_from_db()
+    assert entry.status == WaitlistEntry.Status.GRANTED
