@@ -17,6 +17,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 
 from billing import selectors, services
+from billing.admin_economics import economics_view
 from billing.errors import BillingError
 from billing.models import BillingAccount, LedgerEntry, UsageRecord, UserLimits
 
@@ -198,6 +199,10 @@ class UsageRecordAdmin(ReadOnlyAdmin):
     list_select_related = ("user", "gpu_type", "instance")
     date_hierarchy = "started_at"
     actions = ("export_csv",)
+
+    def get_urls(self) -> list:
+        economics = path("economics/", self.admin_site.admin_view(economics_view), name="billing_economics")
+        return [economics, *super().get_urls()]
 
     def changelist_view(self, request: HttpRequest, extra_context: dict | None = None) -> HttpResponse:
         response = super().changelist_view(request, extra_context)

@@ -234,4 +234,6 @@ class UserLimits(models.Model):
         return f"limits of {self.user}"
 
 
-from billing.fault_models import FaultCredit  # noqa: E402, F401  (GPU-fault credits, issue 20)
+# Models of their own modules, registered with the app here (one line each).
+from billing.economics_models import OperatorCosts  # noqa: E402, F401
+from billing.fault_models import FaultCredit  # noqa: E402, F401

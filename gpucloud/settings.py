@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "drf_spectacular_sidecar",
     "django_celery_beat",
     "django_htmx",
+    "django_prometheus",
     "djstripe",
     "allauth",
     "allauth.account",
@@ -64,6 +65,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # django-prometheus's request metrics (/metrics): first and last, to time everything.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -74,6 +77,7 @@ MIDDLEWARE = [
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
     "allauth.account.middleware.AccountMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "gpucloud.urls"
@@ -322,6 +326,21 @@ GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
+# Operator economics (admin → Usage records → Economics): what a kWh costs and what one
+# GPU's hardware costs per month (amortized; 0: not counted); power samples kept this long.
+GPUCLOUD_ELECTRICITY_USD_PER_KWH = Decimal(env("GPUCLOUD_ELECTRICITY_USD_PER_KWH", "0.30"))
+GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH = Decimal(env("GPUCLOUD_HARDWARE_USD_PER_GPU_MONTH", "0"))
+GPUCLOUD_POWER_SAMPLE_DAYS = env_int("GPUCLOUD_POWER_SAMPLE_DAYS", 400)
+# How often beat grants the waitlist (launches that wait for a free GPU of their type).
+GPUCLOUD_WAITLIST_SECONDS = env_int("GPUCLOUD_WAITLIST_SECONDS", 10)
+# Prometheus /metrics (gpucloud/metrics.py): a scraper sends `Authorization: Bearer
+# <GPUCLOUD_METRICS_TOKEN>`, or scrapes from an address in the allow-list (networks,
+# comma-separated; loopback by default, "" for none). Anything else gets 403.
+GPUCLOUD_METRICS_TOKEN = env("GPUCLOUD_METRICS_TOKEN")
+GPUCLOUD_METRICS_ALLOWED_ADDRESSES = env_list("GPUCLOUD_METRICS_ALLOWED_ADDRESSES", "127.0.0.1/32,::1/128")
+# With several gunicorn workers: a directory they share (emptied at start) so request
+# metrics are summed over all of them (prometheus_client's multiprocess mode).
+PROMETHEUS_MULTIPROC_DIR = env("PROMETHEUS_MULTIPROC_DIR")
 # The longest a launch's `?wait=` holds a web worker: keep it below gunicorn's --timeout
 # (30 s in docker-compose.yml, the Dockerfile and scripts/run), or gunicorn kills the
 # worker mid-request and the client sees an error for an instance that was created.
@@ -461,6 +480,7 @@ CELERY_BEAT_SCHEDULE = {
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
+    "waitlist-grant": {"task": "instances.tasks.waitlist_grant_all", "schedule": float(GPUCLOUD_WAITLIST_SECONDS)},
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
     "idle-check": {"task": "instances.tasks.idle_check_all_hosts", "schedule": float(GPUCLOUD_IDLE_CHECK_SECONDS)},
 }

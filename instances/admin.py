@@ -364,5 +364,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
         return obj.revoked_at is not None
 
 
-# Admin pages of their own modules: GPU health; idle rules, runtime rules, webhook deliveries.
-from instances import admin_health, admin_idle  # noqa: E402, F401
+# Admin pages of their own modules: GPU health; idle rules, runtime rules, webhook deliveries;
+# the waitlist.
+from instances import admin_health, admin_idle, admin_waitlist  # noqa: E402, F401

@@ -191,3 +191,15 @@ class LaunchThrottled(InstanceError):
 class InvalidIdleSettings(InstanceError):
     code = "instances:invalid-idle-settings"
     default_message = "Those idle or runtime settings are not allowed."
+
+
+class WaitlistEntryNotFound(InstanceError):
+    code = "instances:waitlist-entry-not-found"
+    status = HTTPStatus.NOT_FOUND
+    default_message = "No such waitlist entry."
+
+
+class WaitlistNotWaiting(InstanceError):
+    code = "instances:waitlist-not-waiting"
+    status = HTTPStatus.CONFLICT
+    default_message = "This waitlist entry is no longer waiting."

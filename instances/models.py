@@ -369,3 +369,5 @@ class LaunchKey(models.Model):
 from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402, F401
 from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
+from instances.power_models import GpuPowerSample  # noqa: E402, F401
+from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401

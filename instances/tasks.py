@@ -25,6 +25,7 @@ from instances.models import Host, Instance
 from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
 from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep
 from instances.services.logs import logs_bound, logs_lines
+from instances.services.waitlist import waitlist_grant
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,12 @@ def idle_check_all_hosts() -> int:
 @shared_task
 def launch_keys_expire() -> int:
     return launch_keys_purge()
+
+
+@shared_task
+def waitlist_grant_all() -> int:
+    """Launch waiting entries of the waitlist while GPUs of their type are free."""
+    return waitlist_grant()
 
 
 @shared_task(acks_late=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import idle, instances, keys, notify
+from instances.api import idle, instances, keys, notify, waitlist
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -29,6 +29,8 @@ urlpatterns = [
         name="webhook-delivery-replay",
     ),
     path("notification-preferences", notify.PreferencesApi.as_view(), name="notification-preferences"),
+    path("waitlist", waitlist.WaitlistListApi.as_view(), name="waitlist"),
+    path("waitlist/<str:id>", waitlist.WaitlistDetailApi.as_view(), name="waitlist-entry"),
     path("availability", instances.AvailabilityApi.as_view(), name="availability"),
     path("ssh-keys", keys.SSHKeyListApi.as_view(), name="ssh-keys"),
     path("ssh-keys/<path:key_id>", keys.SSHKeyDetailApi.as_view(), name="ssh-key"),

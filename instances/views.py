@@ -24,9 +24,9 @@ from instances.access import sshkeys
 from instances.access import tokens as api_tokens
 from instances.access.addresses import access_for
 from instances.access.authentication import instance_create_throttle_check
-from instances.errors import InstanceError, NotFound
-from instances.models import Instance, InstanceEvent
-from instances.services import idle_rules
+from instances.errors import InstanceError, NotFound, WaitlistEntryNotFound
+from instances.models import Instance, InstanceEvent, WaitlistEntry
+from instances.services import idle_rules, waitlist
 from templates_app.models import Template
 
 ACCESS_LABELS = dict(Template.AccessMethod.choices)
@@ -61,7 +61,7 @@ def _dashboard_rows(request: HttpRequest) -> list[dict[str, Any]]:
 @login_required
 @require_GET
 def dashboard(request: HtmxHttpRequest) -> HttpResponse:
-    context = {"rows": _dashboard_rows(request)}
+    context = {"rows": _dashboard_rows(request), "waiting": _waiting(request)}
     if request.htmx:
         return render(request, "instances/_instance_rows.html", context)
     return render(request, "instances/dashboard.html", context)
@@ -112,6 +112,7 @@ def launch(request: HttpRequest) -> HttpResponse:
             "access": post.getlist("access"),
             "ssh_keys": post.getlist("ssh_keys"),
             "ssh_password_auth": post.get("ssh_password_auth") == "on",
+            "queue": post.get("queue") == "on",
         }
         try:
             storage = int(form["storage"])
@@ -119,7 +120,8 @@ def launch(request: HttpRequest) -> HttpResponse:
             storage = -1
         try:
             instance_create_throttle_check(request=request)
-            instance = services.instance_launch(
+            instance = services.launch_or_queue(
+                queue=form["queue"],
                 user=request.user,
                 template=form["template"],
                 gpu_type=form["gpu"],
@@ -133,6 +135,14 @@ def launch(request: HttpRequest) -> HttpResponse:
         except DomainError as exc:  # ours (429 when throttled), or billing's from the admission checks
             context = _launch_context(request, form) | {"error": exc}
             return render(request, "instances/launch.html", context, status=exc.status)
+        if isinstance(instance, WaitlistEntry):
+            position = waitlist.waitlist_position(entry=instance)
+            messages.success(
+                request,
+                f"No {instance.gpu_type.display_name} is free: you are number {position} in line ({instance.public_id}). "
+                "It starts when one frees up; nothing is billed until then.",
+            )
+            return redirect("web:dashboard")
         messages.success(request, f"{instance.public_id} is launching on {instance.gpu_type.with_article}.")
         return redirect("web:instance", public_id=instance.public_id)
     return render(request, "instances/launch.html", _launch_context(request, form))
@@ -233,6 +243,25 @@ def ssh_keys(request: HttpRequest) -> HttpResponse:
             error = exc
     context = {"keys": sshkeys.sshkey_list(user=request.user), "error": error, "form": form}
     return render(request, "instances/ssh_keys.html", context, status=error.status if error else 200)
+
+
+def _waiting(request: HttpRequest) -> list[dict[str, Any]]:
+    entries = waitlist.waiting().filter(owner_id=request.user.pk).select_related("gpu_type", "template")
+    return [{"entry": e, "position": waitlist.waitlist_position(entry=e)} for e in entries]
+
+
+@login_required
+@require_POST
+def waitlist_cancel(request: HttpRequest, public_id: str) -> HttpResponse:
+    try:
+        entry = waitlist.waitlist_cancel(entry=waitlist.waitlist_get(user=request.user, public_id=public_id))
+    except WaitlistEntryNotFound as exc:
+        raise Http404(exc.message) from exc
+    except InstanceError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{entry.public_id} left the waitlist.")
+    return redirect("web:dashboard")
 
 
 @login_required

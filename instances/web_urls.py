@@ -18,6 +18,7 @@ urlpatterns = [
     path("instances/<str:public_id>/keep-alive/", idle_views.instance_keep_alive, name="instance-keep-alive"),
     path("instances/<str:public_id>/idle/", idle_views.instance_idle, name="instance-idle"),
     path("instances/<str:public_id>/<str:action>/", views.instance_action, name="instance-action"),
+    path("waitlist/<str:public_id>/cancel/", views.waitlist_cancel, name="waitlist-cancel"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),
     path("ssh-keys/<int:key_id>/delete/", views.ssh_key_delete, name="ssh-key-delete"),
     path("tokens/", views.tokens, name="tokens"),

@@ -34,7 +34,7 @@ def _rate(scope: str) -> tuple[int, int]:
     return requests or 0, seconds or 0
 
 
-def _client_ip(request: Request) -> str:
+def client_ip(request: Request | HttpRequest) -> str:
     """The client's address: REMOTE_ADDR, or behind NUM_PROXIES trusted proxies
     (settings.GPUCLOUD_TRUSTED_PROXIES) the right-most address of X-Forwarded-For that
     none of them wrote. A client cannot choose it: what it sends lies further left."""
@@ -90,7 +90,7 @@ class ApiTokenAuthentication(BaseAuthentication):
         header = get_authorization_header(request).split()
         if not header or header[0].lower() not in KEYWORDS:
             return None
-        ident = _client_ip(request)
+        ident = client_ip(request)
         if len(header) != 2:
             self.throttle.check(ident)
             self.throttle.record_failure(ident)

@@ -48,8 +48,9 @@ from instances.api.serializers import (
     InstanceCreateInput,
     money,
 )
+from instances.api.waitlist import QUEUE_PARAM, QueueInput, queued_response
 from instances.errors import InvalidIdempotencyKey
-from instances.models import Instance, InstanceEvent
+from instances.models import Instance, InstanceEvent, WaitlistEntry
 
 # What `?wait=` accepts; the wait itself stops at GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS.
 WAIT_MAX_SECONDS = 120
@@ -57,14 +58,8 @@ WAIT_POLL_SECONDS = 0.5
 LOG_LINES_MAX = 1000
 SETTLED = (Instance.Status.RUNNING, Instance.Status.FAILED)
 
-NOTE_STOPPED = (
-    "Data in the workspace is kept. Starting again allocates a free GPU of the same type, "
-    "which may be a different device."
-)
-NOTE_STARTING = (
-    "Data in the workspace is kept. It starts on a free GPU of the same type, which may be a "
-    "different device than before."
-)
+NOTE_STOPPED = "Data in the workspace is kept. Starting again allocates a free GPU of the same type, which may be a different device."
+NOTE_STARTING = "Data in the workspace is kept. It starts on a free GPU of the same type, which may be a different device than before."
 NOTE_RESTART = "A restart keeps its GPU, its ports and the workspace: only the container is made again."
 
 
@@ -294,7 +289,7 @@ class InstanceListApi(generics.GenericAPIView):
         "no free GPU → 409 with `detail.availability`; balance too low → 402. "
         "Send an `Idempotency-Key` to retry safely.",
         tags=["instances"],
-        parameters=[WAIT_PARAM, IDEMPOTENCY_PARAM],
+        parameters=[WAIT_PARAM, IDEMPOTENCY_PARAM, QUEUE_PARAM],
         request=InstanceCreateInput,
         responses={202: InstanceOutput, **error_responses(400, 402, 409, 422, 503)},
         examples=[
@@ -312,7 +307,10 @@ class InstanceListApi(generics.GenericAPIView):
         data.is_valid(raise_exception=True)
         body = data.validated_data
         key, fingerprint = _idempotency(request, body)
-        instance = services.instance_launch(
+        queue = QueueInput(data=request.query_params)
+        queue.is_valid(raise_exception=True)
+        instance = services.launch_or_queue(
+            queue=queue.validated_data["queue"],
             user=request.user,
             template=body["template"],
             gpu_type=body["gpu"],
@@ -326,6 +324,8 @@ class InstanceListApi(generics.GenericAPIView):
             idempotency_key=key,
             fingerprint=fingerprint,
         )
+        if isinstance(instance, WaitlistEntry):
+            return queued_response(instance)
         if query.validated_data["wait"]:
             instance = _wait(request, instance, query.validated_data["wait"])
         location = f"/api/gpu/instances/{instance.public_id}"

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
 from instances.host import gpus
-from instances.models import Gpu, GpuType, Host
+from instances.models import Gpu, GpuPowerSample, GpuType, Host
 
 logger = logging.getLogger(__name__)
 
@@ -140,5 +141,10 @@ def gpu_metrics_update(*, host: Host) -> int:
         gpu.power_w = m.power_w
         gpu.metrics_at = now
         gpu.save(update_fields=["utilization_percent", "memory_used_mb", "temperature_c", "power_w", "metrics_at"])
+        if m.power_w is not None:  # the history operator economics integrates into energy
+            GpuPowerSample.objects.create(gpu=gpu, at=now, power_w=round(m.power_w, 1))
         updated += 1
+    GpuPowerSample.objects.filter(
+        gpu__host=host, at__lt=now - timedelta(days=settings.GPUCLOUD_POWER_SAMPLE_DAYS)
+    ).delete()
     return updated

@@ -5,7 +5,7 @@ import instance_launch`); the worker's side, which drives Docker, is imported fr
 own module by the tasks, so the web process never loads the Docker runtime.
 
 - launch: validate, schedule a GPU and ports (scheduling), create the row, enqueue;
-  idempotency keys of launches and their expiry;
+  idempotency keys of launches and their expiry; waitlist: launches waiting for a GPU;
 - transitions: stop, start, restart, destroy; logs: a container's output, asked of
   its host's worker;
 - provision (worker): provision, start, stop, destroy with Docker; reconcile (worker):
@@ -22,6 +22,7 @@ from instances.services.events import event_add
 from instances.services.launch import instance_launch, launch_keys_purge
 from instances.services.logs import instance_logs
 from instances.services.transitions import instance_destroy, instance_restart, instance_start, instance_stop
+from instances.services.waitlist import launch_or_queue
 
 __all__ = [
     "event_add",
@@ -32,4 +33,5 @@ __all__ = [
     "instance_start",
     "instance_stop",
     "launch_keys_purge",
+    "launch_or_queue",
 ]

@@ -4,7 +4,8 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from instances.host import gpus
-from instances.models import Gpu, Host
+from instances.host.inventory import gpu_metrics_update
+from instances.models import Gpu, GpuPowerSample, Host
 
 
 @pytest.mark.django_db
@@ -59,3 +60,14 @@ def test_sync_host_registers_real_gpus_from_nvml(gpu_types):
     assert real.exists()
     assert not real.filter(simulated=True).exists()
     assert all(g.uuid.startswith("GPU-") and g.memory_mb > 0 for g in real)
+
+
+@pytest.mark.gpu
+@pytest.mark.django_db
+def test_metrics_of_real_gpus_append_power_samples_for_economics(gpu_types):
+    call_command("sync_host", name="gpuhost", source="nvml")
+    host = Host.objects.get(name="gpuhost")
+    assert gpu_metrics_update(host=host) == Gpu.objects.filter(host=host).count()
+    samples = GpuPowerSample.objects.filter(gpu__host=host)
+    assert samples.count() == Gpu.objects.filter(host=host).count()
+    assert all(s.power_w > 0 for s in samples)

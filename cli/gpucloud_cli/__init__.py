@@ -1,0 +1,1 @@
+"""gpucloud: the command-line client of a GPU Cloud server."""
