@@ -171,3 +171,10 @@ class LaunchThrottled(InstanceError):
     code = "throttled"
     status = HTTPStatus.TOO_MANY_REQUESTS
     default_message = "Too many launches in a short time. Try again shortly."
+
+
+class StorageShrink(InstanceError):
+    """A workspace is only ever grown: shrinking a filesystem risks the customer's files."""
+
+    code = "instances:storage-shrink"
+    default_message = "Storage can only be grown."

@@ -240,6 +240,8 @@ class InstanceEvent(models.Model):
         FAILED = "failed", "Failed"
         TERMINATED = "terminated", "Terminated"
         WORKSPACE_REMOVED = "workspace-removed", "Workspace removed"
+        STORAGE_LOW = "storage-low", "Storage almost full"
+        RESIZED = "resized", "Storage resized"
         RECONCILED = "reconciled", "Reconciled"
         NOTE = "note", "Note"
 
@@ -342,3 +344,6 @@ class LaunchKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}:{self.key}"
+
+
+from instances.storage_models import WorkspaceUsage  # noqa: E402, F401  (issue 14: workspace quotas)

@@ -10,6 +10,8 @@ own module by the tasks, so the web process never loads the Docker runtime.
   its host's worker;
 - provision (worker): provision, start, stop, destroy with Docker; reconcile (worker):
   make a host's rows and containers agree; upkeep (worker): GPU metrics, workspaces;
+- storage: growing a stopped instance's workspace (the worker grows it before its next
+  mount: instances.host.workspaces);
 - events: the timeline and running segments; settle: a row brought to rest; locks;
   queue: tasks sent to a host by name.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 from instances.services.events import event_add
 from instances.services.launch import instance_launch, launch_keys_purge
 from instances.services.logs import instance_logs
+from instances.services.storage import instance_resize
 from instances.services.transitions import instance_destroy, instance_restart, instance_start, instance_stop
 
 __all__ = [
@@ -26,6 +29,7 @@ __all__ = [
     "instance_destroy",
     "instance_launch",
     "instance_logs",
+    "instance_resize",
     "instance_restart",
     "instance_start",
     "instance_stop",
