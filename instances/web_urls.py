@@ -14,6 +14,7 @@ urlpatterns = [
     path("instances/<str:public_id>/", views.instance_detail, name="instance"),
     path("instances/<str:public_id>/logs/", views.instance_logs, name="instance-logs"),
     path("instances/<str:public_id>/credentials/", views.instance_credentials, name="instance-credentials"),
+    path("instances/<str:public_id>/resize/", views.instance_resize, name="instance-resize"),
     path("instances/<str:public_id>/<str:action>/", views.instance_action, name="instance-action"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),
     path("ssh-keys/<int:key_id>/delete/", views.ssh_key_delete, name="ssh-key-delete"),

@@ -16,14 +16,14 @@ from instances.models import Instance, WorkspaceUsage
 from instances.services.storage import instance_resize
 
 
-class UsageSerializer(serializers.Serializer):
+class WorkspaceUsageSerializer(serializers.Serializer):
     used_bytes = serializers.IntegerField()
     size_bytes = serializers.IntegerField()
     percent = serializers.FloatField()
     measured_at = serializers.DateTimeField()
 
 
-@extend_schema_field(UsageSerializer(allow_null=True))
+@extend_schema_field(WorkspaceUsageSerializer(allow_null=True))
 class WorkspaceUsageField(serializers.Field):
     """Used / size of /workspace as last measured on its host (while it runs, and when it
     stopped); null before the first measure or on a host without quotas."""

@@ -14,7 +14,7 @@ from instances.host.preflight import Probe, host_preflight, preflight_evaluate, 
 from instances.host.runtime import get_runtime
 from instances.host.workspaces import image_path, workspace_ensure, workspace_open, workspace_path
 from instances.models import Instance, InstanceEvent, WorkspaceUsage
-from instances.services import instance_destroy, instance_launch, instance_stop
+from instances.services import instance_destroy, instance_launch, instance_resize, instance_start, instance_stop
 from instances.services.reconcile import host_reconcile
 from instances.services.upkeep import workspace_cleanup, workspace_upkeep
 from tests.containers import docker, inspect, wait_for_status
@@ -102,6 +102,34 @@ def test_a_full_workspace_fails_with_enospc_inside_and_nothing_else_notices(
     assert set(workspace_cleanup(host=this_host, grace_seconds=0)) >= {small.public_id, other.public_id}
     assert not image.parent.exists()
     assert loop_devices_of(image_path(instance=other)) == ""
+
+
+@pytest.mark.docker
+@pytest.mark.celery
+def test_a_full_workspace_grown_after_a_stop_takes_more_and_keeps_its_files(celery_worker, alice, this_host, settings):
+    settings.GPUCLOUD_STORAGE_GB_MIN = 1
+    instance = launch(alice, TemplateFactory(), storage_gb=1)
+    assert inside(
+        instance, "echo kept > /workspace/kept && dd if=/dev/zero of=/workspace/fill bs=1M count=1536"
+    ).returncode
+    instance_stop(instance=instance)
+    instance = wait_for_status(instance, "stopped")
+    instance_resize(instance=instance, storage_gb=2)
+    assert loopfs.image_size(image=image_path(instance=instance)) == GIB  # grown by the host, at the next start
+
+    instance_start(instance=instance)
+    instance = wait_for_status(instance, "running", "failed")
+    assert instance.status == "running", instance.last_error
+    assert loopfs.image_size(image=image_path(instance=instance)) == 2 * GIB
+    assert inside(instance, "cat /workspace/kept").stdout == "kept\n"
+    more = inside(instance, "dd if=/dev/zero of=/workspace/more bs=1M count=512 conv=fsync")
+    assert more.returncode == 0, more.stderr
+    assert int(inside(instance, "df -B1 --output=size /workspace | tail -1").stdout) > 1.9 * GIB
+    over = inside(instance, "dd if=/dev/zero of=/workspace/over bs=1M count=1024 conv=fsync")
+    assert "No space left on device" in over.stderr  # and 2 GB is a hard limit again
+    instance_destroy(instance=instance)
+    wait_for_status(instance, "terminated")
+    assert workspace_cleanup(host=this_host, grace_seconds=0) == [instance.public_id]
 
 
 @pytest.mark.docker

@@ -92,3 +92,26 @@ def test_the_api_grows_my_stopped_instance_and_hides_anyone_elses(alice, bob):
     assert row["workspace"]["used_bytes"] == 2**30
     assert row["workspace"]["size_bytes"] == 30 * 2**30
     assert row["workspace"]["percent"] == pytest.approx(3.3)
+
+
+def test_the_instance_page_shows_usage_and_grows_a_stopped_instance(client, alice, bob):
+    instance = stopped(alice, storage_gb=10)
+    WorkspaceUsage.objects.create(instance=instance, used_bytes=95 * 2**27, size_bytes=10 * 2**30, measured_at=T0)
+    client.force_login(alice)
+    page = client.get(f"/instances/{instance.public_id}/").content.decode()
+    assert "used of 10.0" in page
+    assert "almost full" in page  # 95 * 128 MiB of 10 GiB
+
+    done = client.post(f"/instances/{instance.public_id}/resize/", {"storage": "25"}, follow=True)
+    assert "now has 25 GB" in done.content.decode()
+    refused = client.post(f"/instances/{instance.public_id}/resize/", {"storage": "12"}, follow=True)
+    assert "can only be grown" in refused.content.decode()
+    instance.refresh_from_db()
+    assert instance.storage_gb == 25
+
+    client.force_login(bob)
+    assert (
+        client.post(f"/instances/{instance.public_id}/resize/", {"storage": "50"}).status_code == HTTPStatus.NOT_FOUND
+    )
+    instance.refresh_from_db()
+    assert instance.storage_gb == 25
