@@ -16,6 +16,7 @@ from instances.host.inventory import gpu_metrics_update
 from instances.host.workspaces import workspace_mounts, workspace_remove, workspace_usage
 from instances.models import Host, Instance, WorkspaceUsage
 from instances.services.events import CONTAINER_STATUSES, Kind, Source, Status, event_add, logger
+from instances.services.locks import instance_lock_name, lock_acquire, lock_release
 
 
 def gpu_metrics_refresh(*, host: Host) -> int:
@@ -96,9 +97,21 @@ def workspace_upkeep(*, host: Host) -> dict[str, list[str]]:
             if instance.host_id == host.pk and workspace_usage_record(instance=instance) is not None:
                 report["measured"].append(public_id)
             continue
+        # Under the instance's lock, the status read again: a start that began since the
+        # read above has mounted it for the container it is about to make, and an unmount
+        # now would hand that container the bare directory of the data root.
+        held = lock_acquire(name=instance_lock_name(instance_id=instance.pk)) if instance is not None else None
+        if instance is not None and held is None:
+            continue  # a task is working on it
         try:
-            if loopfs.unmount(mountpoint=path):
+            idle = (
+                instance is None or not Instance.objects.filter(pk=instance.pk, status__in=CONTAINER_STATUSES).exists()
+            )
+            if idle and loopfs.unmount(mountpoint=path):
                 report["unmounted"].append(public_id)
         except RuntimeFailure as exc:
             logger.warning("workspace %s stays mounted: %s", public_id, exc.message)
+        finally:
+            if held is not None:
+                lock_release(held=held)
     return report

@@ -15,6 +15,7 @@ from instances.host.runtime import get_runtime
 from instances.host.workspaces import image_path, workspace_ensure, workspace_open, workspace_path
 from instances.models import Instance, InstanceEvent, WorkspaceUsage
 from instances.services import instance_destroy, instance_launch, instance_resize, instance_start, instance_stop
+from instances.services.locks import instance_lock
 from instances.services.reconcile import host_reconcile
 from instances.services.upkeep import workspace_cleanup, workspace_upkeep
 from tests.containers import docker, inspect, wait_for_status
@@ -160,6 +161,9 @@ def test_upkeep_unmounts_a_workspace_whose_instance_has_no_container(alice, this
     assert loopfs.is_mounted(mountpoint=path)
     assert (path / "lost+found").is_dir()  # its own ext4, not a directory of the data root
     try:
+        with instance_lock(instance_id=instance.pk):  # a start at work on it: left alone
+            assert workspace_upkeep(host=this_host)["unmounted"] == []
+        assert loopfs.is_mounted(mountpoint=path)
         report = workspace_upkeep(host=this_host)
         assert instance.public_id in report["unmounted"]
         assert not loopfs.is_mounted(mountpoint=path)
