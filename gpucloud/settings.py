@@ -312,6 +312,19 @@ GPUCLOUD_DATA_ROOT = Path(env("GPUCLOUD_DATA_ROOT", str(VAR_DIR / "data")))
 GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 24 * 3600)
 # A launch is refused (failed, "the workspace disk is full") below this much free space.
 GPUCLOUD_WORKSPACE_MIN_FREE_MB = env_int("GPUCLOUD_WORKSPACE_MIN_FREE_MB", 256)
+# Workspace quotas (instances/host/loopfs.py): "loop" makes each workspace a loop-mounted
+# ext4 of storage_gb (needs root, /dev/loop-control, e2fsprogs); "none" leaves it a plain
+# directory bounded only by the data root's disk: the host then takes instances, and
+# its preflight flags it. The container's writable layer gets `--storage-opt size=`
+# GPUCLOUD_CONTAINER_DISK_GB where the engine's storage driver can bound it (0: never).
+GPUCLOUD_WORKSPACE_QUOTA = env("GPUCLOUD_WORKSPACE_QUOTA", "loop")
+if GPUCLOUD_WORKSPACE_QUOTA not in ("loop", "none"):
+    raise ImproperlyConfigured("GPUCLOUD_WORKSPACE_QUOTA must be 'loop' or 'none'")
+GPUCLOUD_CONTAINER_DISK_GB = env_int("GPUCLOUD_CONTAINER_DISK_GB", 20)
+# Used / size of mounted workspaces is measured this often; the customer gets a
+# `storage-low` event when a workspace passes this percentage.
+GPUCLOUD_WORKSPACE_USAGE_SECONDS = env_int("GPUCLOUD_WORKSPACE_USAGE_SECONDS", 60)
+GPUCLOUD_WORKSPACE_LOW_PERCENT = env_int("GPUCLOUD_WORKSPACE_LOW_PERCENT", 90)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
 # After a start whose container ran but never became ready, the next start waits this
@@ -477,6 +490,10 @@ CELERY_BEAT_SCHEDULE = {
     "gpu-health": {"task": "instances.tasks.gpu_health_all_hosts", "schedule": float(GPUCLOUD_GPU_HEALTH_SECONDS)},
     "gpu-fault-credits": {"task": "billing.tasks.gpu_fault_credits", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "workspace-cleanup": {"task": "instances.tasks.workspace_cleanup_all_hosts", "schedule": 300.0},
+    "workspace-usage": {
+        "task": "instances.tasks.workspace_upkeep_all_hosts",
+        "schedule": float(GPUCLOUD_WORKSPACE_USAGE_SECONDS),
+    },
     "meter-usage": {"task": "billing.tasks.meter_usage", "schedule": float(GPUCLOUD_METER_SECONDS)},
     "enforce-balances": {"task": "billing.tasks.enforce_balances", "schedule": 60.0},
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},

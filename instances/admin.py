@@ -10,6 +10,7 @@ from django.utils.safestring import mark_safe
 from instances.access.tokens import token_revoke
 from instances.admin_lifecycle import InstanceLifecycleAdmin
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
+from instances.storage_models import workspace_usage_text
 
 HOST_NETWORK_PERMISSION = "instances.change_host_network"
 
@@ -83,7 +84,9 @@ class HostAdmin(admin.ModelAdmin):
             return "not checked"
         if found.get("blocked"):
             return "REFUSED"
-        return "overridden" if found.get("overridden") else "passed"
+        if found.get("overridden"):
+            return "overridden"
+        return "passed" if found.get("ok") else "flagged"
 
     @admin.display(description="Preflight (runc, NVIDIA Container Toolkit)")
     def preflight_status(self, obj: Host) -> str:
@@ -94,7 +97,7 @@ class HostAdmin(admin.ModelAdmin):
                 "has checked runc and the NVIDIA Container Toolkit (<code>manage.py sync_host</code> or a "
                 "worker start)."
             )
-        colour = "#ba2121" if found.get("blocked") else ("#b26b00" if found.get("overridden") else "#2b7a0b")
+        colour = "#ba2121" if found.get("blocked") else ("#2b7a0b" if found.get("ok") else "#b26b00")
         checks = format_html_join("", "<li>{}</li>", ((c.get("message", ""),) for c in found.get("checks", [])))
         return format_html(
             '<strong style="color:{}">{}</strong><ul>{}</ul><small>Checked at {}</small>',
@@ -251,12 +254,13 @@ class InstanceAdmin(InstanceLifecycleAdmin):
         "gpu",
         "host",
         "storage_gb",
+        "workspace_used",
         "created_at",
         "started_at",
     )
     list_filter = ("status", "gpu_type", "template", "host")
     search_fields = ("public_id", "name", "owner__username", "owner__email", "container_id")
-    list_select_related = ("owner", "template", "gpu_type", "gpu__host", "host")
+    list_select_related = ("owner", "template", "gpu_type", "gpu__host", "host", "workspace_usage")
     date_hierarchy = "created_at"
     # Credentials stay encrypted and out of the admin; the lifecycle owns these fields.
     exclude = ("password_encrypted", "access_token_encrypted", "env")
@@ -270,6 +274,7 @@ class InstanceAdmin(InstanceLifecycleAdmin):
         "status",
         "container_id",
         "storage_gb",
+        "workspace_used",
         "access",
         "ssh_public_keys",
         "ssh_password_auth",
@@ -286,6 +291,10 @@ class InstanceAdmin(InstanceLifecycleAdmin):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # instances are launched through the lifecycle, never typed in
+
+    @admin.display(description="Workspace used")
+    def workspace_used(self, obj: Instance) -> str:
+        return workspace_usage_text(obj)
 
 
 @admin.register(InstanceEvent)

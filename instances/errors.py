@@ -203,3 +203,10 @@ class WaitlistNotWaiting(InstanceError):
     code = "instances:waitlist-not-waiting"
     status = HTTPStatus.CONFLICT
     default_message = "This waitlist entry is no longer waiting."
+
+
+class StorageShrink(InstanceError):
+    """A workspace is only ever grown: shrinking a filesystem risks the customer's files."""
+
+    code = "instances:storage-shrink"
+    default_message = "Storage can only be grown."

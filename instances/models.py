@@ -257,6 +257,8 @@ class InstanceEvent(models.Model):
         FAILED = "failed", "Failed"
         TERMINATED = "terminated", "Terminated"
         WORKSPACE_REMOVED = "workspace-removed", "Workspace removed"
+        STORAGE_LOW = "storage-low", "Storage almost full"
+        RESIZED = "resized", "Storage resized"
         RECONCILED = "reconciled", "Reconciled"
         GPU_FAULT = "gpu-fault", "GPU fault"
         NOTE = "note", "Note"
@@ -370,4 +372,5 @@ from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402
 from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from instances.power_models import GpuPowerSample  # noqa: E402, F401
+from instances.storage_models import WorkspaceUsage  # noqa: E402, F401
 from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401

@@ -13,6 +13,7 @@ from django.db.models import (
     CharField,
     Count,
     F,
+    IntegerField,
     Max,
     Min,
     OuterRef,
@@ -26,7 +27,7 @@ from django.db.models import (
     Window,
 )
 from django.db.models.fields.json import KT
-from django.db.models.functions import Coalesce
+from django.db.models.functions import Cast, Coalesce
 
 from instances.errors import NotFound
 from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding
@@ -36,7 +37,7 @@ def instance_list(*, user: Any) -> QuerySet[Instance]:
     """The user's instances, newest first, with what a listing shows joined in."""
     return (
         Instance.objects.filter(owner=user)
-        .select_related("template", "gpu_type", "gpu", "host")
+        .select_related("template", "gpu_type", "gpu", "host", "workspace_usage")
         .prefetch_related("ports")
         .order_by("-created_at", "-id")
     )
@@ -56,6 +57,7 @@ _SHOWN = (
     "public_id", "owner", "name", "status", "storage_gb", "access", "created_at", "started_at", "stopped_at",
     "last_error", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
     "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address",
+    "workspace_usage__used_bytes", "workspace_usage__size_bytes", "workspace_usage__measured_at",
 )  # fmt: skip
 _SHOWN_PORTS = PortBinding.objects.only("instance", "name", "host_port", "container_port", "protocol")
 
@@ -73,7 +75,7 @@ def instance_page(
         return [], 0
     found = Instance.objects.filter(owner=user, **({"status": status} if status else {}))
     page: list[Any] = list(
-        found.select_related("template", "gpu_type", "host")
+        found.select_related("template", "gpu_type", "host", "workspace_usage")
         .only(*_SHOWN)
         .annotate(total=Window(Count("id")))
         .prefetch_related(Prefetch("ports", queryset=_SHOWN_PORTS))
@@ -167,10 +169,18 @@ def gpu_holdings(*, user: Any) -> dict[str, Any]:
 
 # A running segment opens at `started` and ends at the next `ended` (the container's real
 # finish time when the reconciler found it dead). A stored workspace (storage billing)
-# opens at `ended` and ends at the next start, the termination or the workspace's removal.
-SEGMENT_OPENING_KINDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.ENDED)
+# opens at `ended` and ends at the next start, the termination or the workspace's removal;
+# a resize (of a stopped instance) ends it and opens the next at the new size. A storage
+# segment is priced at the `storage_gb` its opening event recorded (the instance's size
+# now for events written before they recorded one).
+SEGMENT_OPENING_KINDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.ENDED, InstanceEvent.Kind.RESIZED)
 _RUNNING_ENDS = (InstanceEvent.Kind.ENDED,)
-_STORED_ENDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.TERMINATED, InstanceEvent.Kind.WORKSPACE_REMOVED)
+_STORED_ENDS = (
+    InstanceEvent.Kind.STARTED,
+    InstanceEvent.Kind.TERMINATED,
+    InstanceEvent.Kind.WORKSPACE_REMOVED,
+    InstanceEvent.Kind.RESIZED,
+)
 
 
 def segment_starts(*, after_event_id: int, until: datetime) -> QuerySet[InstanceEvent]:
@@ -188,7 +198,9 @@ def segment_starts(*, after_event_id: int, until: datetime) -> QuerySet[Instance
             running=Case(When(running, then=Value(True)), default=Value(False), output_field=BooleanField()),
             owner_id=F("instance__owner_id"),
             gpu_type_id=F("instance__gpu_type_id"),
-            storage_gb=F("instance__storage_gb"),
+            storage_gb=Coalesce(
+                Cast(KT("data__storage_gb"), IntegerField()), F("instance__storage_gb"), output_field=IntegerField()
+            ),
             gpu_type_rate_per_hour=F("instance__gpu_type__rate_per_hour"),
             gpu_name=Case(
                 When(running, then=Coalesce(Subquery(ran_on), F("instance__gpu_type__display_name"))),

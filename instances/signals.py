@@ -15,7 +15,7 @@ from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
 
 from instances import cache as apicache
-from instances.models import ApiToken, GpuType, Host, Instance, InstanceEvent, PortBinding
+from instances.models import ApiToken, GpuType, Host, Instance, InstanceEvent, PortBinding, WorkspaceUsage
 from templates_app.models import Template
 
 
@@ -28,6 +28,11 @@ def _owner_changed(instance_id: int) -> None:
     # Only the instance's id is at hand: one small read, skipped when nothing is cached.
     if apicache.enabled():
         apicache.user_changed(Instance.objects.filter(pk=instance_id).values_list("owner_id", flat=True).first())
+
+
+@receiver([post_save, post_delete], sender=WorkspaceUsage, dispatch_uid="apicache-workspace-usage")
+def _usage_changed(sender: Any, instance: WorkspaceUsage, **kwargs: Any) -> None:
+    _owner_changed(instance.instance_id)
 
 
 @receiver([post_save, post_delete], sender=PortBinding, dispatch_uid="apicache-port")

@@ -119,6 +119,11 @@ def workspace_cleanup_host(*, host_id: int) -> list[str]:
     return upkeep.workspace_cleanup(host=Host.objects.get(pk=host_id))
 
 
+@shared_task(acks_late=True)
+def workspace_upkeep_host(*, host_id: int) -> dict[str, list[str]]:
+    return upkeep.workspace_upkeep(host=Host.objects.get(pk=host_id))
+
+
 def _fan_out(task: Any) -> int:
     hosts = list(Host.objects.exclude(status=Host.Status.OFFLINE))
     for host in hosts:
@@ -158,6 +163,11 @@ def idle_check_all_hosts() -> int:
 
 
 @shared_task
+def workspace_upkeep_all_hosts() -> int:
+    return _fan_out(workspace_upkeep_host)
+
+
+@shared_task
 def launch_keys_expire() -> int:
     return launch_keys_purge()
 
@@ -186,6 +196,8 @@ def _preflight_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     host = Host.objects.filter(name=settings.GPUCLOUD_HOST_NAME).first()
     if host is not None:
         preflight_host.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
+        # Workspaces left mounted by a worker that died are unmounted (a start mounts again).
+        workspace_upkeep_host.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
 
 
 @worker_process_init.connect

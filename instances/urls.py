@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import idle, instances, keys, notify, waitlist
+from instances.api import idle, instances, keys, notify, storage, waitlist
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -16,6 +16,7 @@ urlpatterns = [
     path("instances/<str:id>/stop", instances.InstanceStopApi.as_view(), name="instance-stop"),
     path("instances/<str:id>/start", instances.InstanceStartApi.as_view(), name="instance-start"),
     path("instances/<str:id>/restart", instances.InstanceRestartApi.as_view(), name="instance-restart"),
+    path("instances/<str:id>/resize", storage.InstanceResizeApi.as_view(), name="instance-resize"),
     path("instances/<str:id>/events", instances.InstanceEventsApi.as_view(), name="instance-events"),
     path("instances/<str:id>/logs", instances.InstanceLogsApi.as_view(), name="instance-logs"),
     path("instances/<str:id>/idle", idle.InstanceIdleApi.as_view(), name="instance-idle"),

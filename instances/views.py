@@ -230,6 +230,24 @@ def instance_action(request: HttpRequest, public_id: str, action: str) -> HttpRe
 
 
 @login_required
+@require_POST
+def instance_resize(request: HttpRequest, public_id: str) -> HttpResponse:
+    """Grow a stopped instance's storage (instances.services.storage)."""
+    instance = _get(request, public_id)
+    try:
+        storage_gb = int(request.POST.get("storage", ""))
+    except ValueError:
+        messages.error(request, "Storage must be a whole number of GB.")
+        return redirect("web:instance", public_id=instance.public_id)
+    try:
+        resized = services.instance_resize(instance=instance, storage_gb=storage_gb, actor=request.user)
+        messages.success(request, f"{resized.public_id} now has {resized.storage_gb} GB, billed from now.")
+    except DomainError as exc:
+        messages.error(request, exc.message)
+    return redirect("web:instance", public_id=instance.public_id)
+
+
+@login_required
 def ssh_keys(request: HttpRequest) -> HttpResponse:
     error = None
     form = {"name": "", "public_key": ""}

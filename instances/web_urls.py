@@ -17,6 +17,7 @@ urlpatterns = [
     path("instances/<str:public_id>/credentials/", views.instance_credentials, name="instance-credentials"),
     path("instances/<str:public_id>/keep-alive/", idle_views.instance_keep_alive, name="instance-keep-alive"),
     path("instances/<str:public_id>/idle/", idle_views.instance_idle, name="instance-idle"),
+    path("instances/<str:public_id>/resize/", views.instance_resize, name="instance-resize"),
     path("instances/<str:public_id>/<str:action>/", views.instance_action, name="instance-action"),
     path("waitlist/<str:public_id>/cancel/", views.waitlist_cancel, name="waitlist-cancel"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),

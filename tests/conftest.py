@@ -16,6 +16,7 @@ import pytest
 from django.conf import settings
 
 from gpucloud.celery import app
+from instances.host import loopfs
 from instances.host.inventory import host_sync
 from instances.models import Host
 from tests.factories import GpuTypeFactory, UserFactory
@@ -25,6 +26,23 @@ ROOT = Path(__file__).resolve().parent.parent
 
 # Fixtures several suites use, kept in a plain module.
 pytest_plugins = ["tests.stripe_fixtures"]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_workspace_left_mounted() -> Iterator[None]:
+    """Unmount every workspace filesystem under this run's directories at the start and
+    the end of the session: a test that removes containers out of band (docker rm -f)
+    leaves their workspaces mounted, and each holds one of the host's few loop devices."""
+
+    def sweep() -> None:
+        for root in {Path(settings.GPUCLOUD_DATA_ROOT), Path(settings.VAR_DIR)}:
+            for point in loopfs.mounts_under(root=root):
+                if point.name in ("workspace", "mnt"):
+                    subprocess.run(["umount", "-l", str(point)], capture_output=True, check=False, timeout=60)
+
+    sweep()
+    yield
+    sweep()
 
 
 @pytest.fixture

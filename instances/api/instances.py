@@ -48,6 +48,7 @@ from instances.api.serializers import (
     InstanceCreateInput,
     money,
 )
+from instances.api.storage import WorkspaceUsageField
 from instances.api.waitlist import QUEUE_PARAM, QueueInput, queued_response
 from instances.errors import InvalidIdempotencyKey
 from instances.models import Instance, InstanceEvent, WaitlistEntry
@@ -105,6 +106,7 @@ class InstanceOutput(serializers.ModelSerializer):
     gpu_type = serializers.CharField(source="gpu_type.sku", read_only=True)
     template = serializers.CharField(source="template.slug", read_only=True)
     storage = serializers.IntegerField(source="storage_gb", read_only=True, help_text="GB of /workspace.")
+    workspace = WorkspaceUsageField()
     host = serializers.CharField(
         source="host.name", read_only=True, allow_null=True, help_text="The host it runs on; null before scheduling."
     )
@@ -128,6 +130,7 @@ class InstanceOutput(serializers.ModelSerializer):
             "gpu_type",
             "template",
             "storage",
+            "workspace",
             "host",
             "access",
             "created_at",

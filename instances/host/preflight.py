@@ -16,6 +16,13 @@ changing the upstream version (Debian's runc 1.1.5+ds1-1+deb12u1 carries the fix
 CVE-2024-21626): a version below the fix passes only when the installed package's own
 changelog, for exactly the reported version, names the CVE.
 
+It also checks that workspaces can be held to their size (instances.host.loopfs: a
+small image is made, mounted and written past its size). A host set to loop quotas
+where they do not work is refused like an unpatched one; a host whose operator chose
+GPUCLOUD_WORKSPACE_QUOTA=none takes instances and is flagged. How the container's
+writable layer is bounded (the storage driver's `--storage-opt size=`, or nothing but
+the engine's disk) is reported beside the checks.
+
 The result goes to `Host.facts["preflight"]`; the scheduler skips a host whose result
 is `blocked` (and a host with real GPUs that was never checked). An operator who
 accepts the risk sets GPUCLOUD_PREFLIGHT_OVERRIDE=1 on that host's worker: the host
@@ -38,6 +45,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from instances.host import loopfs
 from instances.host.runtime import get_runtime
 from instances.models import Host
 
@@ -95,6 +103,7 @@ class Check:
     required: str
     message: str
     cves: list[str] = field(default_factory=list)  # the fixes missing
+    blocking: bool = True  # False: a failure flags the host but does not refuse it
 
 
 @dataclass
@@ -105,6 +114,7 @@ class PreflightResult:
     message: str
     checks: list[Check]
     checked_at: str = ""
+    writable_layer: str = ""  # what bounds a container's writable layer, in words
 
     def as_facts(self) -> dict[str, Any]:
         return asdict(self)
@@ -133,6 +143,20 @@ def _check(
     return Check(component, True, str(found), required, f"{component} {found}{note}")
 
 
+def quota_check(*, method: str, problem: str) -> Check:
+    """Judge the workspace quotas: `problem` is loopfs.probe's answer ("" when they work)."""
+    required = "loop-mounted workspaces"
+    if method == "none":
+        return Check("workspace-quota", False, "none", required,
+                     "workspace quotas are off (GPUCLOUD_WORKSPACE_QUOTA=none): one customer can fill "
+                     "the data root's disk", blocking=False)  # fmt: skip
+    if problem:
+        return Check("workspace-quota", False, "", required,
+                     f"workspace quotas do not work here ({problem}); fix that, or set "
+                     "GPUCLOUD_WORKSPACE_QUOTA=none to take instances without them")  # fmt: skip
+    return Check("workspace-quota", True, "loop", required, "workspace quotas: one loop-mounted ext4 per workspace")
+
+
 def preflight_evaluate(
     *,
     runc_output: str | None,
@@ -140,8 +164,9 @@ def preflight_evaluate(
     needs_toolkit: bool,
     override: bool = False,
     runc_changelog: str = "",
+    quota: Check | None = None,
 ) -> PreflightResult:
-    """Judge the versions the tools reported. Pure: no I/O.
+    """Judge the versions the tools reported (and `quota`, when given). Pure: no I/O.
 
     `runc_changelog` is the installed runc package's changelog (Debian's
     changelog.Debian.gz): a CVE counts as fixed below the upstream version only when
@@ -156,12 +181,17 @@ def preflight_evaluate(
     checks = [_check("runc", runc_output, RUNC_FIXES, runc_backported)]
     if needs_toolkit:
         checks.insert(0, _check("nvidia-container-toolkit", toolkit_output, TOOLKIT_FIXES, lambda cve: False))
-    ok = all(c.ok for c in checks)
-    failing = "; ".join(c.message for c in checks if not c.ok)
-    if ok:
-        message = "Passed: " + "; ".join(c.message for c in checks) + "."
+    if quota is not None:
+        checks.append(quota)
+    flagged = "; ".join(c.message for c in checks if not c.ok and not c.blocking)
+    failing = "; ".join(c.message for c in checks if not c.ok and c.blocking)
+    ok = not failing and not flagged
+    if not failing:
+        message = "Passed: " + "; ".join(c.message for c in checks if c.ok) + "."
         if not needs_toolkit:
             message += " Simulated GPUs only: no NVIDIA Container Toolkit needed."
+        if flagged:
+            message += f" Taking instances, but flagged: {flagged}."
     elif override:
         message = f"Overridden by GPUCLOUD_PREFLIGHT_OVERRIDE=1, taking instances although {failing}."
     else:
@@ -169,7 +199,7 @@ def preflight_evaluate(
             f"Refused: this host takes no instances because {failing}. Upgrade, then run "
             f"`manage.py sync_host` (or restart the worker); or {OVERRIDE_HINT}."
         )
-    return PreflightResult(ok=ok, blocked=not ok and not override, overridden=not ok and override,
+    return PreflightResult(ok=ok, blocked=bool(failing) and not override, overridden=bool(failing) and override,
                            message=message, checks=checks)  # fmt: skip
 
 
@@ -200,6 +230,8 @@ class Probe:
     runc_output: str | None
     toolkit_output: str | None
     runc_changelog: str
+    quota_problem: str | None = None  # loopfs.probe's answer; None: not probed
+    writable_layer: str = ""
 
 
 def preflight_probe(*, engine_info: Callable[[], dict[str, Any]] | None = None) -> Probe:
@@ -215,6 +247,18 @@ def preflight_probe(*, engine_info: Callable[[], dict[str, Any]] | None = None) 
     return Probe(runc_output=runc, toolkit_output=toolkit, runc_changelog=_changelog("runc"))
 
 
+def storage_probe(*, probe: Probe, docker_url: str) -> Probe:
+    """Fill in the quota and writable-layer findings of `probe` on this machine."""
+    if probe.quota_problem is None and settings.GPUCLOUD_WORKSPACE_QUOTA == "loop":
+        probe.quota_problem = loopfs.probe(root=Path(settings.GPUCLOUD_DATA_ROOT))
+    if not probe.writable_layer:
+        try:
+            probe.writable_layer = get_runtime(base_url=docker_url).writable_layer_bound()[1]
+        except Exception:  # the engine not answering is reported, not a crash
+            probe.writable_layer = "unknown (the container engine did not answer)"
+    return probe
+
+
 def host_preflight(*, host: Host, probe: Probe | None = None, override: bool | None = None) -> PreflightResult:
     """Check `host`'s runc (and toolkit, if it has real GPUs) and record the result in
     `host.facts["preflight"]`; a failing host is skipped by the scheduler from then on.
@@ -228,6 +272,7 @@ def host_preflight(*, host: Host, probe: Probe | None = None, override: bool | N
             return get_runtime(base_url=host.docker_url).engine_info()
 
         probe = preflight_probe(engine_info=engine_info)
+    probe = storage_probe(probe=probe, docker_url=host.docker_url)
     override = settings.GPUCLOUD_PREFLIGHT_OVERRIDE if override is None else override
     result = preflight_evaluate(
         runc_output=probe.runc_output,
@@ -235,8 +280,12 @@ def host_preflight(*, host: Host, probe: Probe | None = None, override: bool | N
         needs_toolkit=host.gpus.filter(simulated=False).exists(),
         override=override,
         runc_changelog=probe.runc_changelog,
+        quota=quota_check(method=settings.GPUCLOUD_WORKSPACE_QUOTA, problem=probe.quota_problem or ""),
     )
     result.checked_at = timezone.now().isoformat()
+    result.writable_layer = probe.writable_layer
+    if probe.writable_layer:
+        result.message += f" Container writable layer: {probe.writable_layer}."
     with transaction.atomic():
         locked = Host.objects.select_for_update().get(pk=host.pk)
         locked.facts = {**locked.facts, "preflight": result.as_facts()}

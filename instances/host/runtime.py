@@ -58,6 +58,7 @@ class ContainerSpec:
     command: list[str] | None = None
     gpu_uuid: str | None = None  # a real GPU, requested by UUID; None for a simulated one
     workspace_path: str = WORKSPACE_MOUNT
+    disk_gb: int = 0  # the writable layer's bound, where the storage driver can set one
 
 
 @dataclass(frozen=True)
@@ -186,6 +187,27 @@ class DockerRuntime:
         with _mapped_errors("info"):
             return self.client.api.info()
 
+    def writable_layer_bound(self) -> tuple[bool, str]:
+        """Whether `--storage-opt size=` bounds a container's writable layer on this
+        engine, and in words what does (the host preflight reports it)."""
+        if not hasattr(self, "_layer_bound"):
+            info = self.engine_info()
+            driver = str(info.get("Driver") or "")
+            backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+            # overlay2 takes it only on XFS mounted with pquota; these always do.
+            if driver in ("btrfs", "zfs", "devicemapper", "windowsfilter") or (
+                driver.startswith("overlay") and backing == "xfs"
+            ):
+                self._layer_bound = (True, f"bounded by --storage-opt size= ({driver} on {backing or driver})")
+            else:
+                self._layer_bound = (
+                    False,
+                    f"unbounded by the engine ({driver} on {backing or 'unknown'} has no size option): "
+                    "only the free space of the engine's disk (Docker's data root) bounds it; keep that "
+                    "disk apart from the workspaces and the database",
+                )
+        return self._layer_bound
+
     # -- writing ---------------------------------------------------------------------
     def run(self, spec: ContainerSpec) -> ContainerState:
         """Create and start the container of `spec`, replacing a stale one of that name.
@@ -200,6 +222,8 @@ class DockerRuntime:
         args = self._create_args(spec)
         # Docker refuses a CPU limit above the machine's cores: a type's limit is a cap.
         args["nano_cpus"] = min(args["nano_cpus"], self._cpus() * 1_000_000_000)
+        if spec.disk_gb and self.writable_layer_bound()[0]:
+            args["storage_opt"] = {"size": f"{spec.disk_gb}G"}
         with _mapped_errors("create"):
             container = self.client.containers.create(spec.image, name=spec.name, **args)
         try:

@@ -3,18 +3,31 @@
 Paths are built from database ids only (the owner's numeric id and the instance's
 generated public id), never from anything a customer typed, and are checked to stay
 under GPUCLOUD_DATA_ROOT before anything is created or removed.
+
+With GPUCLOUD_WORKSPACE_QUOTA=loop (the default) the workspace is a loop-mounted
+filesystem of storage_gb (instances.host.loopfs), mounted while the instance has a
+container (ensure) and unmounted when it goes (release), so a stopped instance holds
+no loop device and a restarted host mounts again on the next start. With `none` it is a
+plain directory bounded by nothing but the data root's disk (the preflight flags it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import re
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from django.conf import settings
 
 from instances.errors import RuntimeFailure
+from instances.host import loopfs
 from instances.models import Instance
+
+logger = logging.getLogger("instances.host.workspaces")
+IMAGE_NAME = "workspace.ext4"
 
 _PUBLIC_ID = re.compile(r"^inst_[a-z0-9]+$")
 
@@ -34,13 +47,21 @@ def workspace_path(*, instance: Instance) -> Path:
     return instance_dir(instance=instance) / "workspace"
 
 
+def image_path(*, instance: Instance) -> Path:
+    return instance_dir(instance=instance) / IMAGE_NAME
+
+
+def quota_enforced() -> bool:
+    return settings.GPUCLOUD_WORKSPACE_QUOTA == "loop"
+
+
 def workspace_ensure(*, instance: Instance) -> Path:
-    """Create the workspace if missing (idempotent). Raises RuntimeFailure when it cannot,
-    or when its disk has less than GPUCLOUD_WORKSPACE_MIN_FREE_MB free."""
+    """Create the workspace if missing and, with loop quotas, mount it at storage_gb
+    (grown first when the instance was resized). Idempotent. Raises RuntimeFailure when
+    it cannot, or when its disk has less than GPUCLOUD_WORKSPACE_MIN_FREE_MB free."""
     path = workspace_path(instance=instance)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        path.chmod(0o755)
         # The container's root owns what it writes here, setuid-root files included (a
         # bind mount cannot be nosuid): the host's other users must not reach them.
         path.parent.chmod(0o700)
@@ -51,7 +72,71 @@ def workspace_ensure(*, instance: Instance) -> Path:
     # then fails the customer's first write: refuse before a container is made.
     if free_mb < settings.GPUCLOUD_WORKSPACE_MIN_FREE_MB:
         raise RuntimeFailure(f"the workspace disk is full ({free_mb} MB free)")
+    if quota_enforced():
+        _mount(instance=instance, path=path)
+    try:
+        path.chmod(0o755)  # the mounted filesystem's root, or the plain directory
+    except OSError as exc:
+        raise RuntimeFailure(f"the workspace could not be prepared: {exc.strerror or exc}") from exc
     return path
+
+
+def _mount(*, instance: Instance, path: Path) -> None:
+    if loopfs.is_mounted(mountpoint=path):
+        return
+    image = image_path(instance=instance)
+    size_bytes = int(instance.storage_gb) * 2**30
+    if not image.exists():
+        if any(path.iterdir()):
+            # A workspace made before quotas: mounting over it would hide the customer's
+            # files. It stays a plain directory until it is snapshotted and restored.
+            logger.warning("workspace of %s predates quotas: left unbounded", instance.public_id)
+            return
+        loopfs.image_create(image=image, size_bytes=size_bytes)
+    else:
+        loopfs.image_grow(image=image, size_bytes=size_bytes)
+    loopfs.mount(image=image, mountpoint=path)
+
+
+def workspace_release(*, instance: Instance) -> bool:
+    """Unmount the workspace once its container is gone (frees its loop device); the
+    files stay in the image. True when it was mounted. Never raises: a busy one is
+    logged and left for workspace_unmount_idle."""
+    try:
+        return loopfs.unmount(mountpoint=workspace_path(instance=instance))
+    except RuntimeFailure as exc:
+        logger.warning("workspace of %s stays mounted: %s", instance.public_id, exc.message)
+        return False
+
+
+def workspace_usage(*, instance: Instance) -> loopfs.Usage | None:
+    """Used / size of a mounted workspace; None when it is not mounted (or has no quota)."""
+    path = workspace_path(instance=instance)
+    if not loopfs.is_mounted(mountpoint=path):
+        return None
+    return loopfs.usage(mountpoint=path)
+
+
+@contextlib.contextmanager
+def workspace_open(*, instance: Instance) -> Iterator[Path]:
+    """The workspace's files on the host, mounted for the duration when it is not
+    (a stopped instance's); left as it was afterwards."""
+    path = workspace_path(instance=instance)
+    image = image_path(instance=instance)
+    if loopfs.is_mounted(mountpoint=path) or not image.exists():
+        yield path
+        return
+    loopfs.mount(image=image, mountpoint=path)
+    try:
+        yield path
+    finally:
+        loopfs.unmount(mountpoint=path)
+
+
+def workspace_mounts() -> dict[str, Path]:
+    """The mounted workspaces under the data root, by public id."""
+    root = Path(settings.GPUCLOUD_DATA_ROOT)
+    return {p.parent.name: p for p in loopfs.mounts_under(root=root / "users") if p.name == "workspace"}
 
 
 def workspace_remove(*, instance: Instance) -> bool:
@@ -59,5 +144,7 @@ def workspace_remove(*, instance: Instance) -> bool:
     path = instance_dir(instance=instance)
     if not path.exists():
         return False
+    # Raises when still busy: the files must not be deleted under a live mount.
+    loopfs.unmount(mountpoint=workspace_path(instance=instance))
     shutil.rmtree(path)
     return True

@@ -12,6 +12,8 @@ own module by the tasks, so the web process never loads the Docker runtime.
   make a host's rows and containers agree; upkeep (worker): GPU metrics, workspaces;
   health (worker): the GPU health gate before each rental and the watch while rented;
   quarantine: a GPU's faults, its quarantine and an operator's return to service;
+- storage: growing a stopped instance's workspace (the worker grows it before its next
+  mount: instances.host.workspaces);
 - events: the timeline and running segments; settle: a row brought to rest; locks;
   queue: tasks sent to a host by name.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 from instances.services.events import event_add
 from instances.services.launch import instance_launch, launch_keys_purge
 from instances.services.logs import instance_logs
+from instances.services.storage import instance_resize
 from instances.services.transitions import instance_destroy, instance_restart, instance_start, instance_stop
 from instances.services.waitlist import launch_or_queue
 
@@ -29,6 +32,7 @@ __all__ = [
     "instance_destroy",
     "instance_launch",
     "instance_logs",
+    "instance_resize",
     "instance_restart",
     "instance_start",
     "instance_stop",

@@ -75,7 +75,8 @@ def segment_close(*, instance: Instance, at: datetime | None, source: str, reaso
         source=source,
         at=ended_at,
         message=reason,
-        data={"started_at": started_at.isoformat(), "seconds": round(seconds, 3)},
+        # The size the stored workspace is billed at from here (until a resize says otherwise).
+        data={"started_at": started_at.isoformat(), "seconds": round(seconds, 3), "storage_gb": instance.storage_gb},
     )
 
 

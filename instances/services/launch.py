@@ -81,7 +81,7 @@ def _gpu_type(gpu_type: GpuType | str) -> GpuType:
     return found
 
 
-def _check_storage(storage_gb: int) -> None:
+def check_storage(storage_gb: int) -> None:
     low, high = settings.GPUCLOUD_STORAGE_GB_MIN, settings.GPUCLOUD_STORAGE_GB_MAX
     if isinstance(storage_gb, bool) or not isinstance(storage_gb, int) or not low <= storage_gb <= high:
         raise InvalidStorage(f"Storage must be between {low} and {high} GB.", detail={"min": low, "max": high})
@@ -219,7 +219,7 @@ def instance_launch(
     template = _template(template)
     gpu_type = _gpu_type(gpu_type)
     gpu_memory_check(template=template, gpu_type=gpu_type)
-    _check_storage(storage_gb)
+    check_storage(storage_gb)
     access = _check_access(list(access or []), template)
     env = _check_env(env)
     keys = _check_keys(ssh_public_keys)

@@ -29,7 +29,7 @@ from instances.host.runtime import (
     PortSpec,
     runtime_for,
 )
-from instances.host.workspaces import workspace_ensure
+from instances.host.workspaces import workspace_ensure, workspace_release
 from instances.models import Instance
 from instances.notify.models import Event
 from instances.notify.services import notify
@@ -47,6 +47,7 @@ from instances.services.events import (
 from instances.services.health import gpu_gate
 from instances.services.locks import instance_lock
 from instances.services.settle import instance_settle
+from instances.services.upkeep import workspace_usage_record
 from templates_app.validation import ALLOWED_CAPS
 
 STOP_TIMEOUT_SECONDS = 10
@@ -105,6 +106,7 @@ def container_spec(*, instance: Instance, workspace: str) -> ContainerSpec:
         memory_mb=int(gpu_type.ram_limit_mb),
         pids_limit=settings.GPUCLOUD_PIDS_LIMIT,
         gpu_uuid=None if gpu.simulated else gpu.uuid,
+        disk_gb=settings.GPUCLOUD_CONTAINER_DISK_GB,
     )
 
 
@@ -138,6 +140,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         )
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
+        workspace_release(instance=instance)
         # finished_at None: the segment ends now, after the removal, when the GPU is free.
         return instance_settle(
             instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message, failed_start=ran
@@ -191,9 +194,12 @@ def _billing_begin(*, instance_id: int, expected: str, state: ContainerState) ->
 
 
 def _take_down(*, instance: Instance, runtime: DockerRuntime) -> datetime | None:
-    """Stop (gracefully) and remove the container and its network; its finish time."""
+    """Stop (gracefully) and remove the container and its network, unmount the
+    workspace (its files stay); the container's finish time."""
     state = runtime.stop(instance.container_name, timeout_seconds=STOP_TIMEOUT_SECONDS)
     runtime.remove(instance.container_name, network=instance.container_name)
+    workspace_usage_record(instance=instance)  # what a stopped instance shows
+    workspace_release(instance=instance)
     return state.finished_at if state is not None else None
 
 

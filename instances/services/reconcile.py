@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from instances.access.exposure import exposure_sync
 from instances.host.runtime import LABEL_HOST, LABEL_INSTANCE, ContainerState, DockerRuntime, runtime_for
+from instances.host.workspaces import workspace_release
 from instances.models import Host, Instance, PortBinding
 from instances.services import queue
 from instances.services.events import (
@@ -116,6 +117,7 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
             continue
         if _end_dead(instance=instance, state=state):
             runtime.remove(instance.container_name, network=instance.container_name)
+            workspace_release(instance=instance)
             report.instances_ended.append(instance.public_id)
             exposure_sync(instance=instance, publish=False)
 

@@ -31,6 +31,7 @@ SHAPE = {
     "gpu",
     "gpu_type",
     "template",
+    "workspace",  # used / size of /workspace (issue 14)
     "storage",
     "host",
     "access",

@@ -12,7 +12,7 @@ from instances import selectors
 from instances.access.crypto import decrypt
 from instances.api.instances import NOTE_RESTART
 from instances.errors import StartBackoff
-from instances.host.workspaces import workspace_path
+from instances.host.workspaces import workspace_open, workspace_path
 from instances.models import Instance, InstanceEvent, PortBinding
 from instances.services import (
     instance_destroy,
@@ -69,7 +69,8 @@ def test_launch_ssh_stop_start_destroy_keeps_the_workspace_until_the_grace(celer
     assert instance.gpu is None
     assert not PortBinding.objects.filter(instance=instance).exists()
     assert gpu_is_free()
-    assert (workspace_path(instance=instance) / "hello").read_text() == "persisted\n"
+    with workspace_open(instance=instance) as files:  # its own filesystem, unmounted while stopped
+        assert (files / "hello").read_text() == "persisted\n"
 
     instance_start(instance=instance)
     instance = wait_for_status(instance, "running", "failed")

@@ -8,6 +8,7 @@ against a redis-server of their own (127.0.0.1:6390), never the machine's shared
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from http import HTTPStatus
 
@@ -19,6 +20,7 @@ from instances.access.tokens import token_create
 from instances.models import Instance, InstanceEvent, PortBinding
 from tests.containers import wait_for_status
 from tests.factories import TemplateFactory
+from tests.processes import wait_until
 from tests.reliability.helpers import assert_nothing_leaked, labelled
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
@@ -75,7 +77,15 @@ def test_a_launch_whose_task_cannot_be_queued_fails_at_once_and_holds_nothing(
     _, key = token_create(user=alice, name="faults")
     split = {"CELERY_BROKER_URL": private_redis.url, "GPUCLOUD_THROTTLE_CREATE": "1000/minute"}
     web = start_gunicorn(**split)
-    start_worker(**split)
+    worker = start_worker(**split)
+    # Its start-up tasks (the preflight, which now also overfills a small loop image, and
+    # the workspace upkeep) finish first: Celery's consumer dies of a broker lost while a
+    # task is still running, which is not what this test breaks.
+    wait_until(
+        lambda: re.search(r"preflight_host\[\S+\] succeeded", worker.log().rsplit("----- start", 1)[-1]),
+        timeout=60,
+        what="the worker's start-up preflight",
+    )
 
     private_redis.stop()
     answer = _launch(web, key, idempotency_key="retry-me")

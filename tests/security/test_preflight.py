@@ -161,6 +161,7 @@ def test_a_host_with_real_gpus_takes_nothing_until_checked_nor_when_it_fails(rea
     assert {c["component"]: c["cves"] for c in facts["checks"]} == {
         "nvidia-container-toolkit": ["CVE-2025-23266"],
         "runc": ["CVE-2024-21626"],
+        "workspace-quota": [],  # quotas work here (loop devices)
     }
     assert _free("sec-real") == 0
     with pytest.raises(NoCapacity):
@@ -206,8 +207,8 @@ def test_the_real_preflight_of_this_machine(tenant_host, capsys):
     result = host_preflight(host=tenant_host)
     runc = next(c for c in result.checks if c.component == "runc")
     assert runc.found == str(version_parse(reported))
-    # Simulated GPUs only: the toolkit is not asked for.
-    assert [c.component for c in result.checks] == ["runc"]
+    # Simulated GPUs only: the toolkit is not asked for; workspace quotas are.
+    assert [c.component for c in result.checks] == ["runc", "workspace-quota"]
     assert Host.objects.get(pk=tenant_host.pk).facts["preflight"]["message"] == result.message
     print(f"\nrunc --version: {reported.splitlines()[0]} | {reported.splitlines()[1]}\npreflight: {result.message}")
     # This machine (Debian 12) runs runc 1.1.5+ds1-1+deb12u1, the security upload that

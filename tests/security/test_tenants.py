@@ -114,7 +114,8 @@ def test_a_tenant_sees_no_docker_socket_no_host_files_and_no_other_workspace(
             if major != "0":  # a block device of the host (0:N are proc, tmpfs, overlay, cgroup…)
                 mounts[fields[4]] = fields[3]
         assert set(mounts) == {"/workspace", "/etc/resolv.conf", "/etc/hostname", "/etc/hosts"}
-        assert mounts["/workspace"] == str(workspace_path(instance=mine))
+        # Its own loop-mounted filesystem, whole (the root of it), not a host directory.
+        assert mounts["/workspace"] == "/"
         # No host devices (disks, GPUs), and no way to mount anything.
         devices = inside(mine, "ls /dev").split()
         assert not [d for d in devices if d.startswith(("sd", "vd", "nvme", "nvidia", "dri", "kvm", "mem", "kmsg"))]
@@ -126,7 +127,7 @@ def test_a_tenant_sees_no_docker_socket_no_host_files_and_no_other_workspace(
         assert cap_eff & ((1 << 21) | (1 << 27) | (1 << 13)) == 0  # no SYS_ADMIN, MKNOD, NET_RAW
         # And the same over SSH, as the customer logs in.
         assert ssh_run(mine, "ls /workspace; test -e /var/run/docker.sock || echo no-socket",
-                       password=root_password(mine)).split() == [f"alice-marker-{tag}", "no-socket"]  # fmt: skip
+                       password=root_password(mine)).split() == [f"alice-marker-{tag}", "lost+found", "no-socket"]  # fmt: skip
         # A setuid-root binary planted in the workspace (root in the container owns its
         # files on the host) is out of reach of the host's unprivileged users.
         inside(mine, "cp /usr/bin/python3 /workspace/suid-python && chmod 4755 /workspace/suid-python")
