@@ -84,10 +84,12 @@ class EpochMicroseconds(Func):
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> Any:
         sql, params = compiler.compile(self.source_expressions[0])
-        # Django keeps a datetime as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'; strftime('%s')
-        # drops the fraction, which is the six digits from position 21 (or none).
+        # Django keeps a datetime as UTC text 'YYYY-MM-DD HH:MM:SS[.ffffff]'. strftime('%s')
+        # is given the whole seconds only: SQLite reads a fraction to the millisecond and
+        # rounds, so '…:57.999887' would count as :58. The fraction is the six digits from
+        # position 21 (or none).
         return (
-            f"(CAST(strftime('%%s', {sql}) AS INTEGER) * 1000000 + CAST(substr({sql}, 21) AS INTEGER))",
+            f"(CAST(strftime('%%s', substr({sql}, 1, 19)) AS INTEGER) * 1000000 + CAST(substr({sql}, 21) AS INTEGER))",
             [*params, *params],
         )
 
