@@ -308,6 +308,12 @@ GPUCLOUD_WORKSPACE_GRACE_SECONDS = env_int("GPUCLOUD_WORKSPACE_GRACE_SECONDS", 2
 GPUCLOUD_WORKSPACE_MIN_FREE_MB = env_int("GPUCLOUD_WORKSPACE_MIN_FREE_MB", 256)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
+# Image pulls (issue 13): a missing image is pulled by the provisioning task, so its
+# time limit (CELERY_TASK_SOFT_TIME_LIMIT) bounds the pull; a second launch of the same
+# image on the host waits up to GPUCLOUD_PULL_WAIT_SECONDS for the first one's pull.
+# Progress reaches the timeline at most once per GPUCLOUD_PULL_PROGRESS_SECONDS.
+GPUCLOUD_PULL_WAIT_SECONDS = env_int("GPUCLOUD_PULL_WAIT_SECONDS", 240)
+GPUCLOUD_PULL_PROGRESS_SECONDS = float(env("GPUCLOUD_PULL_PROGRESS_SECONDS", "2"))
 # After a start whose container ran but never became ready, the next start waits this
 # long, doubled per further failure up to the cap; a good start resets it.
 GPUCLOUD_START_BACKOFF_SECONDS = env_int("GPUCLOUD_START_BACKOFF_SECONDS", 30)

@@ -361,3 +361,6 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:
         return obj.revoked_at is not None
+
+
+from instances.admin_registry import RegistryCredentialAdmin  # noqa: E402, F401 (issue 13: registry logins)

@@ -156,6 +156,8 @@ class Instance(models.Model):
     last_error = models.TextField(blank=True)
     # Set by billing when the balance is exhausted; cleared on a successful start.
     stop_reason = models.CharField(max_length=64, blank=True)
+    # While the worker pulls the template's image: "pulling 2.1 of 7.9 GB" (blank otherwise).
+    progress = models.CharField(max_length=120, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -230,6 +232,7 @@ class InstanceEvent(models.Model):
         CREATED = "created", "Created"
         SCHEDULED = "scheduled", "Scheduled"
         PROVISIONING = "provisioning", "Provisioning"
+        PULLING = "pulling", "Pulling image"
         STARTED = "started", "Running"
         STOP_REQUESTED = "stop-requested", "Stop requested"
         START_REQUESTED = "start-requested", "Start requested"
@@ -342,3 +345,6 @@ class LaunchKey(models.Model):
 
     def __str__(self) -> str:
         return f"{self.owner_id}:{self.key}"
+
+
+from instances.registry_models import RegistryCredential  # noqa: E402, F401 (issue 13)

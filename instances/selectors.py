@@ -54,7 +54,7 @@ def instance_get(*, user: Any, public_id: str) -> Instance:
 # SSH keys, the container) stays in the database.
 _SHOWN = (
     "public_id", "owner", "name", "status", "storage_gb", "access", "created_at", "started_at", "stopped_at",
-    "last_error", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
+    "last_error", "progress", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
     "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address",
 )  # fmt: skip
 _SHOWN_PORTS = PortBinding.objects.only("instance", "name", "host_port", "container_port", "protocol")

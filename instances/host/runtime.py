@@ -25,6 +25,7 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Mount
+from docker.utils import parse_repository_tag
 
 from instances.errors import InfrastructureError, RuntimeFailure
 
@@ -183,6 +184,27 @@ class DockerRuntime:
         """`docker info` of the engine (its runtimes and RuncCommit feed the host preflight)."""
         with _mapped_errors("info"):
             return self.client.api.info()
+
+    def pull(self, image: str, *, auth: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """Pull `image` from its registry, yielding the engine's progress messages
+        (`{"id": layer, "status": ..., "progressDetail": {"current", "total"}}`).
+
+        Raises RuntimeFailure with the registry's reason (refused credentials, unknown
+        image, registry unreachable: the engine answers but the pull cannot be made),
+        InfrastructureError when the engine itself cannot be reached.
+        """
+        repository, tag = parse_repository_tag(image)
+        try:
+            for message in self.client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+                if message.get("error"):
+                    raise RuntimeFailure(f"pull {image}: {message['error']}")
+                yield message
+        except APIError as exc:
+            raise RuntimeFailure(f"pull {image}: {exc.explanation or exc}") from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise InfrastructureError(f"pull {image}: the Docker engine is unreachable") from exc
+        except DockerException as exc:
+            raise InfrastructureError(f"pull {image}: {exc}") from exc
 
     # -- writing ---------------------------------------------------------------------
     def run(self, spec: ContainerSpec) -> ContainerState:

@@ -43,6 +43,7 @@ from instances.services.events import (
     segment_open,
 )
 from instances.services.locks import instance_lock
+from instances.services.pull import image_ensure
 from instances.services.settle import instance_settle
 from templates_app.validation import ALLOWED_CAPS
 
@@ -120,6 +121,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
     ran = False
     try:
         workspace = workspace_ensure(instance=instance)
+        image_ensure(instance=instance, runtime=runtime)  # before the container: a pull is never billed
         state = runtime.run(container_spec(instance=instance, workspace=str(workspace)))
         ran = True
         _billing_begin(instance_id=instance.pk, expected=expected, state=state)

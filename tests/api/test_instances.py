@@ -39,6 +39,7 @@ SHAPE = {
     "error",
     "billing",
     "note",
+    "progress",
 }
 
 
