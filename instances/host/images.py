@@ -13,6 +13,7 @@ from typing import Any
 
 GB = 1000**3
 MB = 1000**2
+_WHOLE = ("Pulling from", "Digest", "Status")
 _DONE = ("Download complete", "Pull complete", "Extracting", "Verifying Checksum")
 
 
@@ -36,7 +37,7 @@ class PullProgress:
         """Take one message; True when it moved the byte count (worth reporting)."""
         layer, status = message.get("id") or "", message.get("status") or ""
         detail = message.get("progressDetail") or {}
-        if not layer or ":" in layer:  # `latest: Pulling from ...`, `Digest: ...`
+        if not layer or status.startswith(_WHOLE):  # about the image, not a layer
             return False
         self.layers.add(layer)
         if status == "Already exists":
