@@ -62,6 +62,8 @@ TEMPLATE_FIELDS = (
     "cap_add",
     "min_gpu_memory_mb",
     "volume_path",
+    "ready_timeout_seconds",
+    "shm_size_mb",
     "enabled",
     "sort_order",
 )

@@ -59,6 +59,7 @@ class ContainerSpec:
     command: list[str] | None = None
     gpu_uuid: str | None = None  # a real GPU, requested by UUID; None for a simulated one
     workspace_path: str = WORKSPACE_MOUNT
+    shm_size_mb: int = 64  # Docker's default, too small for PyTorch DataLoader workers
 
 
 @dataclass(frozen=True)
@@ -344,6 +345,7 @@ class DockerRuntime:
             "memswap_limit": f"{spec.memory_mb}m",  # no swap beyond the limit
             "nano_cpus": int(spec.cpu_limit * 1_000_000_000),
             "ipc_mode": "private",
+            "shm_size": f"{spec.shm_size_mb}m",
             # Docker's default on cgroup v1 hosts is the host's cgroup namespace, which
             # shows the container the host's cgroup paths (/proc/self/cgroup).
             "cgroupns": "private",

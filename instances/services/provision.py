@@ -103,7 +103,13 @@ def container_spec(*, instance: Instance, workspace: str) -> ContainerSpec:
         memory_mb=int(gpu_type.ram_limit_mb),
         pids_limit=settings.GPUCLOUD_PIDS_LIMIT,
         gpu_uuid=None if gpu.simulated else gpu.uuid,
+        shm_size_mb=template.shm_size_mb or max(64, int(gpu_type.ram_limit_mb) // 2),
     )
+
+
+def ready_timeout_seconds(*, instance: Instance) -> int:
+    """The template's own wait for its ports (models take minutes to load), else the host's."""
+    return instance.template.ready_timeout_seconds or settings.GPUCLOUD_READY_TIMEOUT_SECONDS
 
 
 def _load(instance_id: int) -> Instance:
@@ -126,7 +132,7 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         ran = True
         _billing_begin(instance_id=instance.pk, expected=expected, state=state)
         ports = [b.container_port for b in instance.ports.all()]
-        runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
+        runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=ready_timeout_seconds(instance=instance))
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
         # finished_at None: the segment ends now, after the removal, when the GPU is free.
