@@ -15,11 +15,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import requests
 import websocket
-from django.conf import settings
 
 from instances.models import GpuType
 from tests.api.helpers import token_client
-from tests.containers import docker
+from tests.containers import labelled_containers_remove
 from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
@@ -28,9 +27,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.celery]
 @pytest.fixture(autouse=True)
 def _no_containers_left() -> Iterator[None]:
     yield
-    ids = docker("ps", "-aq", "--filter", f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}").split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
+    labelled_containers_remove()
 
 
 @pytest.fixture

@@ -4,18 +4,17 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections.abc import Iterator
 from http import HTTPStatus
 
 import pytest
-from django.conf import settings
 
 from instances.access.crypto import decrypt, encrypt
 from instances.models import GpuType, Instance, InstanceEvent, PortBinding
 from instances.registry_models import RegistryCredential
 from tests.api.helpers import token_client
+from tests.containers import labelled_containers, labelled_containers_remove
 from tests.factories import TemplateFactory
 from tests.registry import image_present, image_push_fresh, image_remove
 
@@ -24,19 +23,10 @@ pytestmark = [pytest.mark.docker, pytest.mark.celery]
 Kind = InstanceEvent.Kind
 
 
-def _containers() -> list[str]:
-    found = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}"],
-        capture_output=True, text=True, check=True, timeout=60,
-    )  # fmt: skip
-    return found.stdout.split()
-
-
 @pytest.fixture(autouse=True)
 def _no_containers_left() -> Iterator[None]:
     yield
-    if ids := _containers():
-        subprocess.run(["docker", "rm", "-f", *ids], capture_output=True, check=False, timeout=120)
+    labelled_containers_remove()
 
 
 @pytest.fixture
@@ -135,7 +125,7 @@ def test_a_pull_the_registry_refuses_ends_failed_with_its_reason_and_frees_every
     assert instance.started_at is None  # never billed
     assert instance.progress == ""
     assert not PortBinding.objects.filter(instance=instance).exists()
-    assert _containers() == []
+    assert labelled_containers() == []
 
 
 def test_a_registry_that_demands_a_login_is_pulled_from_with_the_templates_credential(api, auth_registry):

@@ -9,12 +9,11 @@ from collections.abc import Iterator
 from http import HTTPStatus
 
 import pytest
-from django.conf import settings
 from rest_framework.test import APIClient
 
 from instances.models import GpuType, Instance
 from instances.services import instance_launch
-from tests.containers import docker, wait_for_status
+from tests.containers import docker, labelled_containers_remove, wait_for_status
 from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
@@ -23,9 +22,7 @@ pytestmark = [pytest.mark.docker, pytest.mark.celery]
 @pytest.fixture(autouse=True)
 def _no_containers_left() -> Iterator[None]:
     yield
-    ids = docker("ps", "-aq", "--filter", f"label=gpucloud.host={settings.GPUCLOUD_HOST_NAME}").split()
-    if ids:
-        docker("rm", "-f", *ids, check=False)
+    labelled_containers_remove()
 
 
 def _launch(user, template, gpu: str = "rtx-5090") -> Instance:
