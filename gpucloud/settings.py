@@ -314,6 +314,8 @@ GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
 # Progress reaches the timeline at most once per GPUCLOUD_PULL_PROGRESS_SECONDS.
 GPUCLOUD_PULL_WAIT_SECONDS = env_int("GPUCLOUD_PULL_WAIT_SECONDS", 240)
 GPUCLOUD_PULL_PROGRESS_SECONDS = float(env("GPUCLOUD_PULL_PROGRESS_SECONDS", "2"))
+# Beat asks every online host to pull the enabled templates' images it lacks (0: never).
+GPUCLOUD_IMAGES_WARM_SECONDS = env_int("GPUCLOUD_IMAGES_WARM_SECONDS", 3600)
 # After a start whose container ran but never became ready, the next start waits this
 # long, doubled per further failure up to the cap; a good start resets it.
 GPUCLOUD_START_BACKOFF_SECONDS = env_int("GPUCLOUD_START_BACKOFF_SECONDS", 30)
@@ -424,3 +426,8 @@ CELERY_BEAT_SCHEDULE = {
     "host-preflight": {"task": "instances.tasks.preflight_all_hosts", "schedule": 3600.0},
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
 }
+if GPUCLOUD_IMAGES_WARM_SECONDS:
+    CELERY_BEAT_SCHEDULE["images-warm"] = {
+        "task": "instances.tasks.images_warm_all_hosts",
+        "schedule": float(GPUCLOUD_IMAGES_WARM_SECONDS),
+    }

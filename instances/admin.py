@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 
 from instances.access.tokens import token_revoke
 from instances.admin_lifecycle import InstanceLifecycleAdmin
+from instances.admin_registry import warm_images
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
 
 HOST_NETWORK_PERMISSION = "instances.change_host_network"
@@ -41,6 +42,7 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ("name", "public_address")
     readonly_fields = ("preflight_status", "last_heartbeat_at", "facts", "created_at")
     inlines = [GpuInline]
+    actions = [warm_images]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> tuple[str, ...]:
         """Where customers' SSH commands and Jupyter links point, and which engine the
@@ -361,6 +363,3 @@ class ApiTokenAdmin(admin.ModelAdmin):
     @admin.display(boolean=True, description="Revoked", ordering="revoked_at")
     def revoked(self, obj: ApiToken) -> bool:
         return obj.revoked_at is not None
-
-
-from instances.admin_registry import RegistryCredentialAdmin  # noqa: E402, F401 (issue 13: registry logins)

@@ -1,4 +1,5 @@
-"""Operators' admin of registry credentials: the password is written, never shown."""
+"""Operators' admin of registry credentials (the password is written, never shown), of
+the catalog images each host holds, and the action that warms them."""
 
 from __future__ import annotations
 
@@ -6,9 +7,14 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.template.defaultfilters import filesizeformat
 
 from instances.access.crypto import encrypt
-from instances.registry_models import RegistryCredential
+from instances.models import Host
+from instances.registry_models import HostImage, RegistryCredential
+from instances.services.queue import WARM_IMAGES, host_task_send
 
 
 class RegistryCredentialForm(forms.ModelForm):
@@ -45,3 +51,31 @@ class RegistryCredentialAdmin(admin.ModelAdmin):
     list_display = ("registry", "template", "username", "updated_at")
     search_fields = ("registry", "username", "template__slug")
     autocomplete_fields = ("template",)
+
+
+@admin.action(description="Warm: pull the enabled templates' images these hosts lack")
+def warm_images(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet[Host]) -> None:
+    hosts = list(queryset.exclude(status=Host.Status.OFFLINE))
+    for host in hosts:
+        host_task_send(WARM_IMAGES, host=host)
+    names = ", ".join(h.name for h in hosts) or "none (offline hosts are skipped)"
+    modeladmin.message_user(request, f"Asked to warm: {names}. Admin → Host images shows the result.")
+
+
+@admin.register(HostImage)
+class HostImageAdmin(admin.ModelAdmin):
+    """What each host's worker last saw; written by the worker only."""
+
+    list_display = ("image", "host", "present", "size", "last_used_at", "checked_at", "error")
+    list_filter = ("host", "present")
+    search_fields = ("image",)
+
+    @admin.display(description="Size", ordering="size_bytes")
+    def size(self, obj: HostImage) -> str:
+        return filesizeformat(obj.size_bytes) if obj.size_bytes else "—"
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: HostImage | None = None) -> bool:
+        return False

@@ -347,4 +347,4 @@ class LaunchKey(models.Model):
         return f"{self.owner_id}:{self.key}"
 
 
-from instances.registry_models import RegistryCredential  # noqa: E402, F401 (issue 13)
+from instances.registry_models import HostImage, RegistryCredential  # noqa: E402, F401 (issue 13)

@@ -1,4 +1,5 @@
-"""Credentials of the image registries the workers pull templates' images from."""
+"""Credentials of the image registries the workers pull templates' images from, and
+which catalog images each host holds."""
 
 from __future__ import annotations
 
@@ -47,3 +48,23 @@ class RegistryCredential(models.Model):
 
     def __str__(self) -> str:
         return f"{self.username}@{self.registry or self.template}"
+
+
+class HostImage(models.Model):
+    """A catalog image as one host's worker last saw it: present or not, its size, when
+    an instance last started from it. Written by the worker (instances.services.warm)."""
+
+    host = models.ForeignKey("instances.Host", on_delete=models.CASCADE, related_name="images")
+    image = models.CharField(max_length=255)
+    present = models.BooleanField(default=False)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True, help_text="When an instance last started from it.")
+    checked_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True, help_text="Why the last warm pull failed.")
+
+    class Meta:
+        ordering = ("host", "image")
+        constraints = [models.UniqueConstraint(fields=["host", "image"], name="hostimage_host_image_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.host_id}:{self.image}"

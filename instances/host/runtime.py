@@ -181,6 +181,14 @@ class DockerRuntime:
                 return False
         return True
 
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes on this host, or None when it is not here."""
+        with _mapped_errors("inspect image"):
+            try:
+                return int(self.client.api.inspect_image(image).get("Size") or 0)
+            except NotFound:
+                return None
+
     def engine_info(self) -> dict[str, Any]:
         """`docker info` of the engine (its runtimes and RuncCommit feed the host preflight)."""
         with _mapped_errors("info"):

@@ -12,7 +12,7 @@ import pytest
 
 from instances.access.crypto import decrypt, encrypt
 from instances.models import GpuType, Instance, InstanceEvent, PortBinding
-from instances.registry_models import RegistryCredential
+from instances.registry_models import HostImage, RegistryCredential
 from tests.api.helpers import token_client
 from tests.containers import labelled_containers, labelled_containers_remove
 from tests.factories import TemplateFactory
@@ -80,6 +80,7 @@ def test_a_launch_pulls_the_missing_image_with_progress_and_bills_from_the_conta
         assert re.fullmatch(r"pulling \d+ of \d+ MB", progress[0].message), progress[0].message
         assert events[-1].message.startswith(f"pulled {image} (")
         assert image_present(image)
+        assert HostImage.objects.get(image=image).last_used_at is not None  # admin → Host images
         # Pull time is never billed: the segment opens after the pull, at the container's start.
         started = InstanceEvent.objects.get(instance__public_id=body["id"], kind=Kind.STARTED)
         assert started.at >= events[-1].at
