@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 
@@ -42,6 +42,13 @@ class Template(models.Model):
         validators=[MinValueValidator(5), MaxValueValidator(3600)],
         help_text="How long a start waits for every port to answer (5-3600 s); blank: the host's default "
         "(GPUCLOUD_READY_TIMEOUT_SECONDS). The GPU is billed during the wait.",
+    )
+    health_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[RegexValidator(r"^/[^\s]*$", "An absolute URL path, e.g. /health.")],
+        help_text="For HTTP ports: a start is ready when a GET of this path answers below 500 (a login "
+        "page counts), not merely when the port accepts; blank: the port accepting is enough.",
     )
     shm_size_mb = models.PositiveIntegerField(
         default=0,

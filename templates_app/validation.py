@@ -63,6 +63,7 @@ TEMPLATE_FIELDS = (
     "min_gpu_memory_mb",
     "volume_path",
     "ready_timeout_seconds",
+    "health_path",
     "shm_size_mb",
     "enabled",
     "sort_order",

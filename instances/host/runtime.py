@@ -278,14 +278,24 @@ class DockerRuntime:
         with _mapped_errors("list networks"):
             return [n["Name"] for n in self.client.api.networks(filters=filters)]
 
-    def wait_ready(self, *, container_id: str, ports: builtins.list[int], timeout_seconds: float) -> ContainerState:
-        """Wait until every port of the container accepts TCP connections.
+    def wait_ready(
+        self,
+        *,
+        container_id: str,
+        ports: builtins.list[int],
+        timeout_seconds: float,
+        health_paths: dict[int, str] | None = None,
+    ) -> ContainerState:
+        """Wait until every port of the container accepts TCP connections, and each port
+        of `health_paths` answers an HTTP GET of its path below 500 (a login page counts).
 
         Probes the container's own address on its network, not the published host
         port: docker-proxy accepts on the host port even when nothing listens inside.
-        Raises RuntimeFailure when the container stops or the time runs out.
+        Raises RuntimeFailure when the container stops or the time runs out, naming the
+        ports (and paths) that never answered.
         """
         deadline = time.monotonic() + timeout_seconds
+        paths = health_paths or {}
         waiting: builtins.list[int] = builtins.list(ports)
         while True:
             state = self.inspect(container_id)
@@ -293,12 +303,12 @@ class DockerRuntime:
                 raise RuntimeFailure("the container disappeared while starting")
             if not state.running:
                 raise RuntimeFailure(f"the container stopped while starting: {state.exit_reason}")
-            waiting = [p for p in waiting if not _accepts(state.ip_address, p)]
+            waiting = [p for p in waiting if not _ready(state.ip_address, p, paths.get(p))]
             if not waiting:
                 return state
             if time.monotonic() > deadline:
-                names = ", ".join(str(p) for p in waiting)
-                raise RuntimeFailure(f"port(s) {names} did not accept connections within {timeout_seconds:.0f} s")
+                names = ", ".join(f"{p} (GET {paths[p]})" if p in paths else str(p) for p in waiting)
+                raise RuntimeFailure(f"port(s) {names} did not answer within {timeout_seconds:.0f} s")
             time.sleep(0.1)
 
     # -- internals -------------------------------------------------------------------
@@ -361,6 +371,15 @@ class DockerRuntime:
             "restart_policy": {"Name": "no"},  # the reconciler, not Docker, decides what a death means
             "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
         }
+
+
+def _ready(address: str, port: int, path: str | None) -> bool:
+    if not path:
+        return _accepts(address, port)
+    try:
+        return requests.get(f"http://{address}:{port}{path}", timeout=1, allow_redirects=False).status_code < 500
+    except requests.RequestException:
+        return False
 
 
 def _accepts(address: str, port: int) -> bool:

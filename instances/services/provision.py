@@ -107,6 +107,15 @@ def container_spec(*, instance: Instance, workspace: str) -> ContainerSpec:
     )
 
 
+def health_paths(*, instance: Instance) -> dict[int, str]:
+    """The template's health path on each of the instance's HTTP ports."""
+    path = instance.template.health_path
+    if not path:
+        return {}
+    http = {p.get("port") for p in instance.template.ports if p.get("protocol") == "http"}
+    return {b.container_port: path for b in instance.ports.all() if b.container_port in http}
+
+
 def ready_timeout_seconds(*, instance: Instance) -> int:
     """The template's own wait for its ports (models take minutes to load), else the host's."""
     return instance.template.ready_timeout_seconds or settings.GPUCLOUD_READY_TIMEOUT_SECONDS
@@ -132,7 +141,12 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         ran = True
         _billing_begin(instance_id=instance.pk, expected=expected, state=state)
         ports = [b.container_port for b in instance.ports.all()]
-        runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=ready_timeout_seconds(instance=instance))
+        runtime.wait_ready(
+            container_id=state.id,
+            ports=ports,
+            timeout_seconds=ready_timeout_seconds(instance=instance),
+            health_paths=health_paths(instance=instance),
+        )
     except RuntimeFailure as exc:
         runtime.remove(instance.container_name)
         # finished_at None: the segment ends now, after the removal, when the GPU is free.

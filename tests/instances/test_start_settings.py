@@ -64,6 +64,22 @@ def test_a_start_waits_the_templates_own_time_and_names_the_port_that_never_answ
     assert failed.gpu is None
 
 
+def test_an_http_port_is_ready_when_its_health_path_answers_not_when_it_merely_accepts(celery_worker, this_host, alice):
+    GpuType.objects.update(cpu_limit=1, ram_limit_mb=1024)
+    jupyter = [{"name": "ssh", "port": 22, "protocol": "tcp"}, {"name": "jupyter", "port": 8888, "protocol": "http"}]
+    answers = TemplateFactory(slug="health-ok", ports=jupyter, health_path="/api/status")
+    running = _launch(alice, answers)
+    assert running.status == Instance.Status.RUNNING, running.last_error  # 403 without a token: it answers
+    # sshd accepts on 22 but never speaks HTTP: declared as an HTTP port with a health path, never ready.
+    speaks_ssh = [{"name": "webui", "port": 22, "protocol": "http"}]
+    silent = TemplateFactory(
+        slug="health-never", ports=speaks_ssh, access_methods=["http"], health_path="/health", ready_timeout_seconds=5
+    )
+    failed = _launch(alice, silent, gpu="rtx-pro-6000")
+    assert failed.status == Instance.Status.FAILED
+    assert "port(s) 22 (GET /health) did not answer within 5 s" in failed.last_error
+
+
 def test_staff_set_start_settings_within_bounds(olga, db):
     api = APIClient()
     api.force_authenticate(olga)
@@ -80,3 +96,5 @@ def test_staff_set_start_settings_within_bounds(olga, db):
     refused = api.post("/api/gpu/templates", {**new, "slug": "slower", "ready_timeout_seconds": 1}, format="json")
     assert refused.status_code == HTTPStatus.BAD_REQUEST
     assert "ready_timeout_seconds" in json.dumps(refused.json())
+    no_path = api.post("/api/gpu/templates", {**new, "slug": "nopath", "health_path": "health"}, format="json")
+    assert no_path.status_code == HTTPStatus.BAD_REQUEST
