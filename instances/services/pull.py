@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -95,6 +96,14 @@ def image_ensure(*, instance: Instance, runtime: DockerRuntime) -> None:
 
     try:
         image_pull(host=instance.host, template=instance.template, runtime=runtime, report=report)
+    except SoftTimeLimitExceeded as exc:
+        # The pull runs inside the provisioning task: past its soft limit the launch ends
+        # `failed` and frees its GPU (the hard limit would leave the row provisioning).
+        Instance.objects.filter(pk=instance.pk).update(progress="")
+        raise RuntimeFailure(
+            f"pull {instance.template.image}: not finished within the task's time limit "
+            f"({settings.CELERY_TASK_SOFT_TIME_LIMIT} s, CELERY_TASK_SOFT_TIME_LIMIT)"
+        ) from exc
     except Exception:  # refused or interrupted: no stale progress on the row
         Instance.objects.filter(pk=instance.pk).update(progress="")
         raise
