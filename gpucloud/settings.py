@@ -327,6 +327,14 @@ GPUCLOUD_WORKSPACE_USAGE_SECONDS = env_int("GPUCLOUD_WORKSPACE_USAGE_SECONDS", 6
 GPUCLOUD_WORKSPACE_LOW_PERCENT = env_int("GPUCLOUD_WORKSPACE_LOW_PERCENT", 90)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
+# Image pulls (issue 13): a missing image is pulled by the provisioning task, so its
+# time limit (CELERY_TASK_SOFT_TIME_LIMIT) bounds the pull; a second launch of the same
+# image on the host waits up to GPUCLOUD_PULL_WAIT_SECONDS for the first one's pull.
+# Progress reaches the timeline at most once per GPUCLOUD_PULL_PROGRESS_SECONDS.
+GPUCLOUD_PULL_WAIT_SECONDS = env_int("GPUCLOUD_PULL_WAIT_SECONDS", 240)
+GPUCLOUD_PULL_PROGRESS_SECONDS = float(env("GPUCLOUD_PULL_PROGRESS_SECONDS", "2"))
+# Beat asks every online host to pull the enabled templates' images it lacks (0: never).
+GPUCLOUD_IMAGES_WARM_SECONDS = env_int("GPUCLOUD_IMAGES_WARM_SECONDS", 3600)
 # After a start whose container ran but never became ready, the next start waits this
 # long, doubled per further failure up to the cap; a good start resets it.
 GPUCLOUD_START_BACKOFF_SECONDS = env_int("GPUCLOUD_START_BACKOFF_SECONDS", 30)
@@ -501,6 +509,11 @@ CELERY_BEAT_SCHEDULE = {
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
     "idle-check": {"task": "instances.tasks.idle_check_all_hosts", "schedule": float(GPUCLOUD_IDLE_CHECK_SECONDS)},
 }
+if GPUCLOUD_IMAGES_WARM_SECONDS:
+    CELERY_BEAT_SCHEDULE["images-warm"] = {
+        "task": "instances.tasks.images_warm_all_hosts",
+        "schedule": float(GPUCLOUD_IMAGES_WARM_SECONDS),
+    }
 
 # dj-stripe's shipped migrations build its schema in three steps whose middle one removes
 # 514 fields (its 2.9 -> 2.10 upgrade): two thirds of a fresh database's migrate time.

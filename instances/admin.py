@@ -9,6 +9,7 @@ from django.utils.safestring import mark_safe
 
 from instances.access.tokens import token_revoke
 from instances.admin_lifecycle import InstanceLifecycleAdmin
+from instances.admin_registry import warm_images
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
 from instances.storage_models import workspace_usage_text
 
@@ -43,6 +44,7 @@ class HostAdmin(admin.ModelAdmin):
     search_fields = ("name", "public_address")
     readonly_fields = ("preflight_status", "last_heartbeat_at", "facts", "created_at")
     inlines = [GpuInline]
+    actions = [warm_images]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> tuple[str, ...]:
         """Where customers' SSH commands and Jupyter links point, and which engine the

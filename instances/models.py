@@ -173,6 +173,8 @@ class Instance(models.Model):
     last_error = models.TextField(blank=True)
     # Set by billing when the balance is exhausted; cleared on a successful start.
     stop_reason = models.CharField(max_length=64, blank=True)
+    # While the worker pulls the template's image: "pulling 2.1 of 7.9 GB" (blank otherwise).
+    progress = models.CharField(max_length=120, blank=True)
 
     class Meta:
         ordering = ("-created_at",)
@@ -247,6 +249,7 @@ class InstanceEvent(models.Model):
         CREATED = "created", "Created"
         SCHEDULED = "scheduled", "Scheduled"
         PROVISIONING = "provisioning", "Provisioning"
+        PULLING = "pulling", "Pulling image"
         STARTED = "started", "Running"
         STOP_REQUESTED = "stop-requested", "Stop requested"
         START_REQUESTED = "start-requested", "Start requested"
@@ -372,5 +375,6 @@ from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402
 from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from instances.power_models import GpuPowerSample  # noqa: E402, F401
+from instances.registry_models import HostImage, RegistryCredential  # noqa: E402, F401
 from instances.storage_models import WorkspaceUsage  # noqa: E402, F401
 from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401

@@ -55,7 +55,7 @@ def instance_get(*, user: Any, public_id: str) -> Instance:
 # SSH keys, the container) stays in the database.
 _SHOWN = (
     "public_id", "owner", "name", "status", "storage_gb", "access", "created_at", "started_at", "stopped_at",
-    "last_error", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
+    "last_error", "progress", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
     "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address",
     "workspace_usage__used_bytes", "workspace_usage__size_bytes", "workspace_usage__measured_at",
 )  # fmt: skip

@@ -23,7 +23,7 @@ from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
 from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
-from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep
+from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep, warm
 from instances.services.logs import logs_bound, logs_lines
 from instances.services.waitlist import waitlist_grant
 
@@ -165,6 +165,17 @@ def idle_check_all_hosts() -> int:
 @shared_task
 def workspace_upkeep_all_hosts() -> int:
     return _fan_out(workspace_upkeep_host)
+
+
+@shared_task(acks_late=True)
+def images_warm_host(*, host_id: int, template_ids: list[int] | None = None) -> dict[str, str]:
+    """Pull the enabled templates' images this host lacks (admin action, and beat)."""
+    return warm.host_images_warm(host=Host.objects.get(pk=host_id), template_ids=template_ids)
+
+
+@shared_task
+def images_warm_all_hosts() -> int:
+    return _fan_out(images_warm_host)
 
 
 @shared_task

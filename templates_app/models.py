@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 
 
@@ -33,6 +34,27 @@ class Template(models.Model):
     cap_add = models.JSONField(default=list, blank=True)
     min_gpu_memory_mb = models.PositiveIntegerField(default=0)
     volume_path = models.CharField(max_length=255, default="/workspace")
+    # How the software starts (issue 13): vLLM and Forge load models for minutes before
+    # their ports answer; PyTorch's DataLoader workers need more than Docker's 64 MB /dev/shm.
+    ready_timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(5), MaxValueValidator(3600)],
+        help_text="How long a start waits for every port to answer (5-3600 s); blank: the host's default "
+        "(GPUCLOUD_READY_TIMEOUT_SECONDS). The GPU is billed during the wait.",
+    )
+    health_path = models.CharField(
+        max_length=255,
+        blank=True,
+        validators=[RegexValidator(r"^/[^\s]*$", "An absolute URL path, e.g. /health.")],
+        help_text="For HTTP ports: a start is ready when a GET of this path answers below 500 (a login "
+        "page counts), not merely when the port accepts; blank: the port accepting is enough.",
+    )
+    shm_size_mb = models.PositiveIntegerField(
+        default=0,
+        validators=[MaxValueValidator(1024 * 1024)],
+        help_text="Size of /dev/shm in MB; 0: half the GPU type's RAM limit.",
+    )
     enabled = models.BooleanField(default=True)
     sort_order = models.PositiveSmallIntegerField(default=100)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -62,6 +62,9 @@ TEMPLATE_FIELDS = (
     "cap_add",
     "min_gpu_memory_mb",
     "volume_path",
+    "ready_timeout_seconds",
+    "health_path",
+    "shm_size_mb",
     "enabled",
     "sort_order",
 )

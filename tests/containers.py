@@ -30,6 +30,12 @@ def labelled_containers(**labels: str) -> list[str]:
     return docker("ps", "-aq", "--no-trunc", *filters).split()
 
 
+def labelled_containers_remove() -> None:
+    """Remove every container of this host's label (a test's leftovers)."""
+    if ids := labelled_containers():
+        docker("rm", "-f", *ids, check=False)
+
+
 def inspect(container: str) -> dict:
     return json.loads(docker("inspect", container))[0]
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from decimal import Decimal
 
 import factory
@@ -8,7 +9,8 @@ from django.contrib.auth import get_user_model
 from instances.models import Gpu, GpuType, Host, Instance
 from templates_app.models import Template
 
-TEST_IMAGE = "gpucloud-test/sshd:latest"
+# GPUCLOUD_TEST_IMAGE: a branch that changes the test image builds and tests its own tag.
+TEST_IMAGE = os.environ.get("GPUCLOUD_TEST_IMAGE", "gpucloud-test/sshd:latest")
 
 
 class UserFactory(factory.django.DjangoModelFactory):

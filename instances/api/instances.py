@@ -139,6 +139,7 @@ class InstanceOutput(serializers.ModelSerializer):
             "error",
             "billing",
             "note",
+            "progress",
         )
         read_only_fields = fields
         extra_kwargs = {
@@ -147,6 +148,7 @@ class InstanceOutput(serializers.ModelSerializer):
                 "before its services answered (a start that never answers is billed too, 60 s minimum)."
             },
             "stopped_at": {"help_text": "When the last billed GPU segment ended."},
+            "progress": {"help_text": "While the host pulls the image: e.g. 'pulling 2.1 of 7.9 GB' (not billed)."},
         }
 
     @extend_schema_field(serializers.DictField())

@@ -160,3 +160,21 @@ def probe(*, root: Path) -> str:
         for leftover in mounts_under(root=place):  # a probe interrupted mid-way
             subprocess.run(["umount", "-l", str(leftover)], capture_output=True, check=False)
         shutil.rmtree(place, ignore_errors=True)
+
+
+def writable_layer_bound(info: dict) -> tuple[bool, str]:
+    """From a Docker engine's `info`: whether `--storage-opt size=` bounds a container's
+    writable layer, and in words what does."""
+    driver = str(info.get("Driver") or "")
+    backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
+    # overlay2 takes it only on XFS mounted with pquota; these always do.
+    if driver in ("btrfs", "zfs", "devicemapper", "windowsfilter") or (
+        driver.startswith("overlay") and backing == "xfs"
+    ):
+        return True, f"bounded by --storage-opt size= ({driver} on {backing or driver})"
+    return (
+        False,
+        f"unbounded by the engine ({driver} on {backing or 'unknown'} has no size option): "
+        "only the free space of the engine's disk (Docker's data root) bounds it; keep that "
+        "disk apart from the workspaces and the database",
+    )

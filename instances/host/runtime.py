@@ -25,8 +25,10 @@ import docker
 import requests
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
 from docker.types import DeviceRequest, LogConfig, Mount
+from docker.utils import parse_repository_tag
 
 from instances.errors import InfrastructureError, RuntimeFailure
+from instances.host.loopfs import writable_layer_bound
 
 LABEL_INSTANCE = "gpucloud.instance"
 LABEL_OWNER = "gpucloud.owner"
@@ -59,6 +61,7 @@ class ContainerSpec:
     gpu_uuid: str | None = None  # a real GPU, requested by UUID; None for a simulated one
     workspace_path: str = WORKSPACE_MOUNT
     disk_gb: int = 0  # the writable layer's bound, where the storage driver can set one
+    shm_size_mb: int = 64  # Docker's default, too small for PyTorch DataLoader workers
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,14 @@ class DockerRuntime:
                 return False
         return True
 
+    def image_size(self, image: str) -> int | None:
+        """The image's size in bytes on this host, or None when it is not here."""
+        with _mapped_errors("inspect image"):
+            try:
+                return int(self.client.api.inspect_image(image).get("Size") or 0)
+            except NotFound:
+                return None
+
     def engine_info(self) -> dict[str, Any]:
         """`docker info` of the engine (its runtimes and RuncCommit feed the host preflight)."""
         with _mapped_errors("info"):
@@ -191,22 +202,29 @@ class DockerRuntime:
         """Whether `--storage-opt size=` bounds a container's writable layer on this
         engine, and in words what does (the host preflight reports it)."""
         if not hasattr(self, "_layer_bound"):
-            info = self.engine_info()
-            driver = str(info.get("Driver") or "")
-            backing = dict(info.get("DriverStatus") or []).get("Backing Filesystem", "")
-            # overlay2 takes it only on XFS mounted with pquota; these always do.
-            if driver in ("btrfs", "zfs", "devicemapper", "windowsfilter") or (
-                driver.startswith("overlay") and backing == "xfs"
-            ):
-                self._layer_bound = (True, f"bounded by --storage-opt size= ({driver} on {backing or driver})")
-            else:
-                self._layer_bound = (
-                    False,
-                    f"unbounded by the engine ({driver} on {backing or 'unknown'} has no size option): "
-                    "only the free space of the engine's disk (Docker's data root) bounds it; keep that "
-                    "disk apart from the workspaces and the database",
-                )
+            self._layer_bound = writable_layer_bound(self.engine_info())
         return self._layer_bound
+
+    def pull(self, image: str, *, auth: dict[str, str] | None = None) -> Iterator[dict[str, Any]]:
+        """Pull `image` from its registry, yielding the engine's progress messages
+        (`{"id": layer, "status": ..., "progressDetail": {"current", "total"}}`).
+
+        Raises RuntimeFailure with the registry's reason (refused credentials, unknown
+        image, registry unreachable: the engine answers but the pull cannot be made),
+        InfrastructureError when the engine itself cannot be reached.
+        """
+        repository, tag = parse_repository_tag(image)
+        try:
+            for message in self.client.api.pull(repository, tag=tag, stream=True, decode=True, auth_config=auth):
+                if message.get("error"):
+                    raise RuntimeFailure(f"pull {image}: {message['error']}")
+                yield message
+        except APIError as exc:
+            raise RuntimeFailure(f"pull {image}: {exc.explanation or exc}") from exc
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise InfrastructureError(f"pull {image}: the Docker engine is unreachable") from exc
+        except DockerException as exc:
+            raise InfrastructureError(f"pull {image}: {exc}") from exc
 
     # -- writing ---------------------------------------------------------------------
     def run(self, spec: ContainerSpec) -> ContainerState:
@@ -273,14 +291,24 @@ class DockerRuntime:
         with _mapped_errors("list networks"):
             return [n["Name"] for n in self.client.api.networks(filters=filters)]
 
-    def wait_ready(self, *, container_id: str, ports: builtins.list[int], timeout_seconds: float) -> ContainerState:
-        """Wait until every port of the container accepts TCP connections.
+    def wait_ready(
+        self,
+        *,
+        container_id: str,
+        ports: builtins.list[int],
+        timeout_seconds: float,
+        health_paths: dict[int, str] | None = None,
+    ) -> ContainerState:
+        """Wait until every port of the container accepts TCP connections, and each port
+        of `health_paths` answers an HTTP GET of its path below 500 (a login page counts).
 
         Probes the container's own address on its network, not the published host
         port: docker-proxy accepts on the host port even when nothing listens inside.
-        Raises RuntimeFailure when the container stops or the time runs out.
+        Raises RuntimeFailure when the container stops or the time runs out, naming the
+        ports (and paths) that never answered.
         """
         deadline = time.monotonic() + timeout_seconds
+        paths = health_paths or {}
         waiting: builtins.list[int] = builtins.list(ports)
         while True:
             state = self.inspect(container_id)
@@ -288,12 +316,12 @@ class DockerRuntime:
                 raise RuntimeFailure("the container disappeared while starting")
             if not state.running:
                 raise RuntimeFailure(f"the container stopped while starting: {state.exit_reason}")
-            waiting = [p for p in waiting if not _accepts(state.ip_address, p)]
+            waiting = [p for p in waiting if not _ready(state.ip_address, p, paths.get(p))]
             if not waiting:
                 return state
             if time.monotonic() > deadline:
-                names = ", ".join(str(p) for p in waiting)
-                raise RuntimeFailure(f"port(s) {names} did not accept connections within {timeout_seconds:.0f} s")
+                names = ", ".join(f"{p} (GET {paths[p]})" if p in paths else str(p) for p in waiting)
+                raise RuntimeFailure(f"port(s) {names} did not answer within {timeout_seconds:.0f} s")
             time.sleep(0.1)
 
     # -- internals -------------------------------------------------------------------
@@ -348,6 +376,7 @@ class DockerRuntime:
             "memswap_limit": f"{spec.memory_mb}m",  # no swap beyond the limit
             "nano_cpus": int(spec.cpu_limit * 1_000_000_000),
             "ipc_mode": "private",
+            "shm_size": f"{spec.shm_size_mb}m",
             # Docker's default on cgroup v1 hosts is the host's cgroup namespace, which
             # shows the container the host's cgroup paths (/proc/self/cgroup).
             "cgroupns": "private",
@@ -355,6 +384,15 @@ class DockerRuntime:
             "restart_policy": {"Name": "no"},  # the reconciler, not Docker, decides what a death means
             "log_config": LogConfig(type="json-file", config={"max-size": "10m", "max-file": "3"}),
         }
+
+
+def _ready(address: str, port: int, path: str | None) -> bool:
+    if not path:
+        return _accepts(address, port)
+    try:
+        return requests.get(f"http://{address}:{port}{path}", timeout=1, allow_redirects=False).status_code < 500
+    except requests.RequestException:
+        return False
 
 
 def _accepts(address: str, port: int) -> bool:

@@ -46,6 +46,7 @@ from instances.services.events import (
 )
 from instances.services.health import gpu_gate
 from instances.services.locks import instance_lock
+from instances.services.pull import image_ensure
 from instances.services.settle import instance_settle
 from instances.services.upkeep import workspace_usage_record
 from templates_app.validation import ALLOWED_CAPS
@@ -107,7 +108,22 @@ def container_spec(*, instance: Instance, workspace: str) -> ContainerSpec:
         pids_limit=settings.GPUCLOUD_PIDS_LIMIT,
         gpu_uuid=None if gpu.simulated else gpu.uuid,
         disk_gb=settings.GPUCLOUD_CONTAINER_DISK_GB,
+        shm_size_mb=template.shm_size_mb or max(64, int(gpu_type.ram_limit_mb) // 2),
     )
+
+
+def health_paths(*, instance: Instance) -> dict[int, str]:
+    """The template's health path on each of the instance's HTTP ports."""
+    path = instance.template.health_path
+    if not path:
+        return {}
+    http = {p.get("port") for p in instance.template.ports if p.get("protocol") == "http"}
+    return {b.container_port: path for b in instance.ports.all() if b.container_port in http}
+
+
+def ready_timeout_seconds(*, instance: Instance) -> int:
+    """The template's own wait for its ports (models take minutes to load), else the host's."""
+    return instance.template.ready_timeout_seconds or settings.GPUCLOUD_READY_TIMEOUT_SECONDS
 
 
 def _load(instance_id: int) -> Instance:
@@ -129,11 +145,17 @@ def _bring_up(*, instance: Instance, expected: str, runtime: DockerRuntime) -> I
         if instance.status != expected:
             return instance
         workspace = workspace_ensure(instance=instance)
+        image_ensure(instance=instance, runtime=runtime)  # before the container: a pull is never billed
         state = runtime.run(container_spec(instance=instance, workspace=str(workspace)))
         ran = True
         _billing_begin(instance_id=instance.pk, expected=expected, state=state)
         ports = [b.container_port for b in instance.ports.all()]
-        runtime.wait_ready(container_id=state.id, ports=ports, timeout_seconds=settings.GPUCLOUD_READY_TIMEOUT_SECONDS)
+        runtime.wait_ready(
+            container_id=state.id,
+            ports=ports,
+            timeout_seconds=ready_timeout_seconds(instance=instance),
+            health_paths=health_paths(instance=instance),
+        )
     except NoHealthyGpu as exc:
         return instance_settle(
             instance_id=instance.pk, expected=(expected,), status=Status.FAILED, reason=exc.message, code=exc.code

@@ -7,12 +7,13 @@ services never import the tasks module that imports them.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from celery import current_app
 from django.db import transaction
 
 from instances.errors import HostUnavailable, QueueUnavailable
-from instances.models import Instance, LaunchKey
+from instances.models import Host, Instance, LaunchKey
 from instances.services.events import Kind, Status, event_add, release
 
 logger = logging.getLogger("instances.lifecycle")
@@ -26,6 +27,14 @@ DESTROY = "instances.tasks.instance_destroy_task"
 def task_send(task_name: str, *, instance_id: int, queue: str) -> None:
     """Send one of the lifecycle's tasks now (raises the broker's error when it is down)."""
     current_app.send_task(task_name, kwargs={"instance_id": instance_id}, queue=queue)
+
+
+WARM_IMAGES = "instances.tasks.images_warm_host"
+
+
+def host_task_send(task_name: str, *, host: Host, **kwargs: Any) -> None:
+    """Send a host's own task (not an instance's) to its queue now."""
+    current_app.send_task(task_name, kwargs={"host_id": host.pk, **kwargs}, queue=host.queue)
 
 
 def enqueue(task_name: str, instance: Instance, *, launch_source: str | None = None) -> None:

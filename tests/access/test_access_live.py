@@ -2,7 +2,8 @@
 worker, and the lifecycle's own services (instance_launch / instance_destroy).
 
 The test image runs the shipped start scripts (templates_app/images/common/
-gpucloud-common.sh, and here pytorch's own start.sh) with stand-ins for JupyterLab,
+gpucloud-common.sh, and here pytorch's own start.sh) with the real JupyterLab (PyPI's;
+its kernels and terminals: tests/access/test_jupyter_live.py), and stand-ins for
 code-server and ttyd that check the token as the real ones do.
 """
 
@@ -137,6 +138,19 @@ def eventually(condition, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
+def jupyter_ready(url: str) -> None:
+    """The port accepts before JupyterLab's handlers answer: wait for its API."""
+    status_url = url.replace("/?", "/api/status?")
+    eventually(lambda: _answers(status_url), timeout=60)
+
+
+def _answers(url: str) -> bool:
+    try:
+        return http(url)[0] == 200
+    except OSError:
+        return False
+
+
 def basic(user: str, password: str) -> dict:
     return {"Authorization": "Basic " + b64encode(f"{user}:{password}".encode()).decode()}
 
@@ -185,7 +199,9 @@ def test_every_access_url_is_reachable_from_loopback_in_direct_mode(
     assert set(access) == {"ssh", "jupyter", "code-server", "terminal", "password", "token"}
     assert "logged-in as root" in ssh_login(*ssh_target(access["ssh"]), pkey=pkey)
     assert "logged-in as root" in ssh_login(*ssh_target(access["ssh"]), password=access["password"])
-    assert http(access["jupyter"])[0] == 200
+    jupyter_ready(access["jupyter"])
+    status, headers, _ = http(access["jupyter"])  # the owner's URL logs in and opens the lab
+    assert (status, headers["Location"].split("?")[0]) == (302, "/lab")
     assert http(access["terminal"], headers=basic("root", access["token"]))[0] == 200
     status, headers, _ = http(access["code-server"])
     assert (status, headers["Location"]) == (302, "./login")
@@ -208,10 +224,14 @@ def test_the_token_checked_services_refuse_without_the_token(celery_worker, this
     shown = access_for(instance=instance, reveal_secrets=False)  # what a non-owner view gets
     token = with_token["token"]
 
-    assert http(with_token["jupyter"])[0] == 200
-    assert http(shown["jupyter"])[0] == 403
-    assert http(shown["jupyter"] + "?token=" + "x" * len(token))[0] == 403
-    assert http(shown["jupyter"], headers={"Authorization": f"token {token}"})[0] == 200
+    jupyter_ready(with_token["jupyter"])
+    api = shown["jupyter"] + "api/kernels"  # JupyterLab's API: 403 without its token
+    assert http(with_token["jupyter"].replace("/?", "/api/kernels?"))[0] == 200
+    assert http(api)[0] == 403
+    assert http(api + "?token=" + "x" * len(token))[0] == 403
+    assert http(api, headers={"Authorization": f"token {token}"})[0] == 200
+    status, headers, _ = http(shown["jupyter"] + "lab")  # its pages: to the login form
+    assert (status, headers["Location"].split("?")[0]) == (302, "/login")
     assert http(shown["terminal"])[0] == 401
     assert http(shown["terminal"], headers=basic("root", "wrong"))[0] == 401
     assert http(shown["terminal"], headers=basic("root", token))[0] == 200

@@ -41,6 +41,7 @@ SHAPE = {
     "error",
     "billing",
     "note",
+    "progress",
 }
 
 

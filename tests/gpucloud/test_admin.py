@@ -255,6 +255,7 @@ def template_form(template: Template, **changes) -> dict[str, object]:
     """The admin's change form for `template` as a browser posts it, with `changes`."""
     data: dict[str, object] = {f: getattr(template, f) for f in TEMPLATE_FIELDS if f != "enabled"}
     data.update(changes)
+    data = {f: "" if value is None else value for f, value in data.items()}  # a blank field posts ""
     for field in JSON_FIELDS:
         data[field] = json.dumps(data[field])
     if template.enabled:

@@ -45,7 +45,7 @@ class Watching(DockerRuntime):
 
     seen: dict[str, object]
 
-    def wait_ready(self, *, container_id: str, ports: list[int], timeout_seconds: float) -> ContainerState:
+    def wait_ready(self, *, container_id: str, ports: list[int], timeout_seconds: float, **probes) -> ContainerState:
         row = Instance.objects.get(container_id=container_id)
         billing.meter_run()
         self.seen = {
@@ -54,14 +54,14 @@ class Watching(DockerRuntime):
             "container_started": self.inspect(container_id).started_at,
             "open_gpu_segments": UsageRecord.objects.filter(instance=row, kind="gpu", closed_at=None).count(),
         }
-        return super().wait_ready(container_id=container_id, ports=ports, timeout_seconds=timeout_seconds)
+        return super().wait_ready(container_id=container_id, ports=ports, timeout_seconds=timeout_seconds, **probes)
 
 
 class EngineLostWhileWaiting(DockerRuntime):
     """The engine stops answering during the wait (a fault real Docker gives only by
     being killed): the task fails to be retried, its container already running."""
 
-    def wait_ready(self, *, container_id: str, ports: list[int], timeout_seconds: float) -> ContainerState:
+    def wait_ready(self, *, container_id: str, ports: list[int], timeout_seconds: float, **probes) -> ContainerState:
         raise InfrastructureError("the engine went away")
 
 

@@ -106,7 +106,7 @@ def test_a_container_that_exits_fails_the_wait_with_its_exit_code(runtime, tmp_p
 
 def test_a_port_that_never_opens_fails_the_wait(runtime, tmp_path):
     state = runtime.run(make_spec(tmp_path, command=["sleep", "300"]))
-    with pytest.raises(RuntimeFailure, match="did not accept"):
+    with pytest.raises(RuntimeFailure, match="did not answer"):
         runtime.wait_ready(container_id=state.id, ports=[22], timeout_seconds=1)
 
 

@@ -35,7 +35,8 @@ DOCKERD_SOCKET = Path(settings.VAR_DIR) / "reliability" / "dockerd.sock"
 DOCKERD_URL = f"unix://{DOCKERD_SOCKET}"
 
 
-TEST_IMAGE = "gpucloud-test/sshd:latest"
+# GPUCLOUD_TEST_IMAGE: a branch that changes the test image builds and tests its own tag.
+TEST_IMAGE = os.environ.get("GPUCLOUD_TEST_IMAGE", "gpucloud-test/sshd:latest")
 
 
 def base_env(**overrides: str) -> dict[str, str]:

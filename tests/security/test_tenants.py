@@ -26,7 +26,7 @@ from instances.host.workspaces import workspace_path
 from instances.models import Gpu, Instance
 from instances.services.provision import container_spec
 from tests.containers import docker, host_port, inspect, root_password, ssh_run, wait_for_status
-from tests.factories import HostFactory, InstanceFactory, TemplateFactory
+from tests.factories import TEST_IMAGE, HostFactory, InstanceFactory, TemplateFactory
 from tests.processes import wait_until
 from tests.security.helpers import ALLOWED_CAPS
 
@@ -71,7 +71,8 @@ def probe_tcp(instance: Instance, targets: list[tuple[str, int]]) -> list[str]:
 def answers(instance: Instance) -> None:
     """The instance answers its customer from the host: SSH runs a command, HTTP takes its token."""
     assert ssh_run(instance, "echo alive", password=root_password(instance)).strip() == "alive"
-    url = f"http://127.0.0.1:{host_port(instance, 'jupyter')}/?token={decrypt(instance.access_token_encrypted)}"
+    token = decrypt(instance.access_token_encrypted)
+    url = f"http://127.0.0.1:{host_port(instance, 'jupyter')}/api/status?token={token}"  # JupyterLab's API
     assert urllib.request.urlopen(url, timeout=10).status == 200
 
 
@@ -240,7 +241,7 @@ def test_a_tenant_cannot_reach_another_tenants_container(celery_worker, alice, b
 def hostile_image() -> str:
     """The test image with an environment asking for every GPU and preloading a library."""
     dockerfile = (
-        "FROM gpucloud-test/sshd:latest\n"
+        f"FROM {TEST_IMAGE}\n"
         "ENV NVIDIA_VISIBLE_DEVICES=all NVIDIA_DRIVER_CAPABILITIES=all LD_PRELOAD=/tmp/hostile.so\n"
         f'LABEL gpucloud.test="{settings.GPUCLOUD_HOST_NAME}"\n'
     )
