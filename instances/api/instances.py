@@ -97,10 +97,8 @@ def _note(instance: Instance) -> str | None:
 class InstanceOutput(serializers.ModelSerializer):
     """An instance: a container on one GPU, its workspace, how to reach it, what it costs."""
 
-    # The body served and the schema published are these fields. It reads an instance
-    # with its template, GPU type, host and port bindings loaded (selectors.instance_page,
-    # selectors.instance_get); the password and the token only for the request's user
-    # when they own it.
+    # The body served and the schema published; reads an instance with its template, GPU type,
+    # host and ports loaded (selectors); password and token only for its owner.
     id = serializers.CharField(source="public_id", read_only=True)
     gpu = serializers.CharField(source="gpu_type.display_name", read_only=True, help_text="GPU type, e.g. 'RTX 5090'.")
     gpu_type = serializers.CharField(source="gpu_type.sku", read_only=True)

@@ -25,8 +25,17 @@ QUEUE_PARAM = OpenApiParameter(
 )
 
 
+class QueryBoolean(serializers.BooleanField):
+    """A boolean query parameter as the schema publishes it: true/false or 1/0, nothing
+    looser (DRF's own also takes yes/on/t, which the schema does not promise)."""
+
+    TRUE_VALUES = {"true", "1", True, 1}
+    FALSE_VALUES = {"false", "0", False, 0}
+    NULL_VALUES: set = set()
+
+
 class QueueInput(serializers.Serializer):
-    queue = serializers.BooleanField(
+    queue = QueryBoolean(
         required=False,
         default=False,
         help_text="1: when no GPU of the type is free, wait in line (202, a waitlist entry).",
