@@ -29,8 +29,8 @@ class QueryBoolean(serializers.BooleanField):
     """A boolean query parameter as the schema publishes it: true/false or 1/0, nothing
     looser (DRF's own also takes yes/on/t, which the schema does not promise)."""
 
-    TRUE_VALUES = {"true", "1", True, 1}
-    FALSE_VALUES = {"false", "0", False, 0}
+    TRUE_VALUES = {"true", "1", True}
+    FALSE_VALUES = {"false", "0", False}
     NULL_VALUES: set = set()
 
 
