@@ -9,6 +9,7 @@ from typing import Any
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_field
 from rest_framework import generics, serializers, status
+from rest_framework.fields import empty
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -19,7 +20,8 @@ from instances.waitlist_models import WaitlistEntry
 
 QUEUE_PARAM = OpenApiParameter(
     "queue",
-    OpenApiTypes.BOOL,
+    OpenApiTypes.STR,
+    enum=["1", "0", "true", "false"],
     description='When no GPU of the type is free: 202 with `{"queued": <waitlist entry>}` (its position; '
     "Location /api/gpu/waitlist/{id}) instead of 409. Granted in order as GPUs free up; never billed before.",
 )
@@ -32,6 +34,10 @@ class QueryBoolean(serializers.BooleanField):
     TRUE_VALUES = {"true", "1", True}
     FALSE_VALUES = {"false", "0", False}
     NULL_VALUES: set = set()
+
+    def get_value(self, dictionary: Any) -> Any:
+        # As given, even empty: DRF would read an empty `?queue=` as "not given".
+        return dictionary.get(self.field_name, empty)
 
 
 class QueueInput(serializers.Serializer):

@@ -106,8 +106,15 @@ def test_schema_violating_bodies_on_every_write_route_are_refused_and_change_not
         )  # fmt: skip
         def run(case) -> None:
             nonlocal tried
-            if case.query:
-                case.query.pop("wait", None)
+            # A case with `wait` would hold the request for up to 20 s, and dropping the
+            # parameter may drop the very violation the case was made for (then a valid
+            # launch answers 202): such cases are left out; tests/api covers `wait` itself.
+            if case.query and "wait" in case.query:
+                return
+            # Likewise a case whose violation is its Authorization header: the call below
+            # authenticates as the world's customer, which replaces it.
+            if case.headers and "Authorization" in case.headers:
+                return
             # JSON bodies only: form and multipart encodings turn any value into text, so
             # "wrong types" do not exist there. A missing body is tried by hand below (the
             # token route rightly takes none: every field of it is optional).
@@ -117,7 +124,7 @@ def test_schema_violating_bodies_on_every_write_route_are_refused_and_change_not
             response = case.call(headers={"Authorization": f"Token {world}"}, timeout=60)
             tried += 1
             body = case.body if not isinstance(case.body, bytes) else case.body[:80]
-            where = f"{operation.method.upper()} {case.formatted_path} {str(body)[:200]}"
+            where = f"{operation.method.upper()} {case.formatted_path} query={case.query} headers={case.headers} {str(body)[:200]}"
             if not 400 <= response.status_code < 500:
                 failures.append(f"{where}: {response.status_code} {response.text[:200]}")
             elif not _error_shaped(response):
