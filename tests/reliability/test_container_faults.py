@@ -86,11 +86,19 @@ def test_a_launch_on_an_unusable_workspace_root_fails_with_the_reason_and_leaks_
     alice, rel_host, start_worker, options, fill_mb, reason
 ):
     """A worker whose GPUCLOUD_DATA_ROOT is a read-only tmpfs, or a full one (8 MB, 7 MB
-    of it written, refused under its 4 MB minimum)."""
+    of it written, refused under its 4 MB minimum). The worker's start-up preflight finds
+    the root unusable and would block the host (the scheduler's answer, tested in
+    tests/security/test_preflight.py) some time after the launch: the operator's override
+    keeps the host taking instances, so the launch always meets the bad root itself."""
     template = TemplateFactory()
     root = Path(settings.VAR_DIR) / "reliability" / "bad-root"
     with _mounted(root, options, fill_mb=fill_mb):
-        start_worker("bad-root", GPUCLOUD_DATA_ROOT=str(root), GPUCLOUD_WORKSPACE_MIN_FREE_MB="4")
+        start_worker(
+            "bad-root",
+            GPUCLOUD_DATA_ROOT=str(root),
+            GPUCLOUD_WORKSPACE_MIN_FREE_MB="4",
+            GPUCLOUD_PREFLIGHT_OVERRIDE="1",
+        )
         instance = services.instance_launch(
             user=alice, template=template, gpu_type="rtx-5090", storage_gb=20, access=["ssh"]
         )
