@@ -12,10 +12,12 @@ import pytest
 from django.conf import settings
 from django.db import transaction
 
+from gpucloud.celery import app
 from instances.notify import webhooks
 from instances.notify.errors import InvalidWebhook
 from instances.notify.models import Event, WebhookDelivery
 from instances.notify.services import delivery_attempt, endpoint_create, notify, preferences_set
+from instances.notify.tasks import webhook_deliver
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.celery]
@@ -30,6 +32,17 @@ def register(api, receiver) -> tuple[int, str]:
 def topup_event(user) -> None:
     with transaction.atomic():
         notify(user=user, event=Event.TOPUP_RECEIVED, data={"amount_usd": "20.00"})
+
+
+def held_deliveries() -> list[dict]:
+    """Webhook tasks the test's worker is running, has reserved or holds for a countdown."""
+    inspect = app.control.inspect(timeout=2)
+    held: list[dict] = []
+    for answer in (inspect.active(), inspect.reserved(), inspect.scheduled()):
+        assert answer, "the worker answers remote control (else nothing here would be seen)"
+        for tasks in answer.values():
+            held += [t for t in tasks if (t.get("request") or t).get("name") == webhook_deliver.name]
+    return held
 
 
 def finished(status: str = "") -> WebhookDelivery | None:
@@ -84,7 +97,9 @@ def test_it_stops_after_the_limit_and_a_replay_sends_it_again(celery_worker, ali
     assert delivery.status == "failed"
     limit = settings.GPUCLOUD_WEBHOOK_MAX_ATTEMPTS
     assert [a["status_code"] for a in delivery.attempts] == [500] * limit
-    time.sleep(3)  # longer than the next backoff would be: nothing more is sent
+    # Nothing more is sent: the worker holds no delivery (running, reserved or waiting
+    # for its countdown), so no later attempt can come.
+    wait_until(lambda: not held_deliveries(), timeout=30, what="the worker to let go of the delivery")
     assert len(receiver.received) == limit
 
     assert bob_api.post(f"/api/gpu/webhook-deliveries/{delivery.pk}/replay").status_code == HTTPStatus.NOT_FOUND
