@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_every_environment_variable_of_the_settings_is_in_the_readme():
-    settings = (ROOT / "gpucloud" / "settings.py").read_text()
+    settings = "\n".join(p.read_text() for p in sorted((ROOT / "gpucloud" / "settings").glob("*.py")))
     names = set(re.findall(r'\benv(?:_int|_bool|_list)?\(\s*"([A-Z][A-Z0-9_]+)"', settings))
     # Provider keys are read as f"{provider}_CLIENT_ID" / "_CLIENT_SECRET".
     names |= {f"{p}_{k}" for p in ("GITHUB", "GOOGLE") for k in ("CLIENT_ID", "CLIENT_SECRET")}

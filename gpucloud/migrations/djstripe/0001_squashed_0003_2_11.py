@@ -13,7 +13,7 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-    # dj-stripe 2.11's own three, squashed (see MIGRATION_MODULES in gpucloud/settings.py).
+    # dj-stripe 2.11's own three, squashed (see MIGRATION_MODULES in gpucloud/settings/core.py).
     replaces = [("djstripe", "0001_initial"), ("djstripe", "0002_2_10"), ("djstripe", "0003_2_11")]
 
 
