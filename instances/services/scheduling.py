@@ -13,7 +13,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Case, Count, IntegerField, QuerySet, Sum, Value, When
 
 from instances.errors import NoCapacity
 from instances.models import Gpu, GpuType, Host, Instance, PortBinding
@@ -24,6 +24,8 @@ from templates_app.models import Template
 # Port names that are access methods of their own; any other port is reached as "http".
 _NAMED_ACCESS = ("ssh", "jupyter", "code-server", "terminal")
 ALLOCATION_ATTEMPTS = 8
+# How many of the ranked hosts one locking statement considers.
+LOCK_WINDOW = 8
 
 
 def published_ports(*, template: Template, access: list[str]) -> list[dict[str, Any]]:
@@ -125,33 +127,38 @@ def gpu_take(
     wait for the best one. The partial unique constraint (one active instance per GPU)
     remains the backstop."""
     ranked = hosts_ranked(gpu_type=gpu_type, host=host, template=template, new_instance=new_instance)
-    locked_any = False
-    for host_id in ranked:
-        gpu = _gpu_lock(gpu_type=gpu_type, host_id=host_id, wait=False)
+    locked_any, remaining = False, list(ranked)
+    while remaining:
+        # The best few hosts in one statement: the first GPU in rank order whose host no
+        # other launch holds (SKIP LOCKED), so concurrent launches fan out over hosts.
+        gpu = _gpu_lock(gpu_type=gpu_type, host_ids=remaining[:LOCK_WINDOW], wait=False)
         if gpu is None:
-            continue  # taken since the ranking, or another launch holds the host: the next one
+            remaining = remaining[LOCK_WINDOW:]  # all taken or held: the next few
+            continue
         if _fits_now(gpu=gpu, gpu_type=gpu_type, new_instance=new_instance):
             return gpu
-        locked_any = True  # full since the ranking: the next one
+        locked_any = True  # full since the ranking: the others
+        remaining = [h for h in remaining if h != gpu.host_id]
     if locked_any:
         return None
     # Every candidate was held by another launch: wait for the first that still has a
     # free GPU. One lock only while waiting, so two such launches cannot deadlock.
     for host_id in ranked:
-        gpu = _gpu_lock(gpu_type=gpu_type, host_id=host_id, wait=True)
+        gpu = _gpu_lock(gpu_type=gpu_type, host_ids=[host_id], wait=True)
         if gpu is not None:
             return gpu if _fits_now(gpu=gpu, gpu_type=gpu_type, new_instance=new_instance) else None
     return None
 
 
-def _gpu_lock(*, gpu_type: GpuType, host_id: int, wait: bool) -> Gpu | None:
-    # The host passed its preflight when it was ranked (a moment ago): not asked again here.
+def _gpu_lock(*, gpu_type: GpuType, host_ids: list[int], wait: bool) -> Gpu | None:
+    # The hosts passed their preflight when they were ranked (a moment ago): not asked again.
+    rank = Case(*(When(host_id=h, then=Value(i)) for i, h in enumerate(host_ids)), output_field=IntegerField())
     return (
         _takeable(gpu_type=gpu_type)
-        .filter(host_id=host_id)
+        .filter(host_id__in=host_ids)
         .select_related("host")
         .select_for_update(skip_locked=not wait, of=("self", "host"), no_key=True)
-        .order_by("index")
+        .order_by(rank, "index")
         .first()
     )
 
