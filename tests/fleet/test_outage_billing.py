@@ -39,7 +39,9 @@ def test_a_stored_workspace_is_not_billed_while_its_host_is_unreachable(alice, t
     instance = stopped_instance(
         alice, fleet_template, ran_from=now - timedelta(minutes=10), ran_until=now - timedelta(minutes=6)
     )
-    pending = instance_launch(user=alice, template=fleet_template.slug, gpu_type="rtx-pro-6000", storage_gb=20, access=[])
+    pending = instance_launch(
+        user=alice, template=fleet_template.slug, gpu_type="rtx-pro-6000", storage_gb=20, access=[]
+    )
     last_beat = now - timedelta(minutes=4)
     Host.objects.filter(pk=a.pk).update(last_heartbeat_at=last_beat)
     meter_run()
