@@ -5,10 +5,13 @@ from the moment the host is back; a launch pending there is failed and holds not
 from __future__ import annotations
 
 from datetime import timedelta
+from http import HTTPStatus
 
 import pytest
 from django.db import transaction
+from django.urls import reverse
 from django.utils import timezone
+from rest_framework.test import APIClient
 
 from billing.models import UsageRecord
 from billing.services import meter_run
@@ -69,3 +72,35 @@ def test_a_stored_workspace_is_not_billed_while_its_host_is_unreachable(alice, t
     # A second liveness run changes nothing.
     assert hosts_liveness().returned == []
     assert instance.events.filter(kind__in=(Kind.HOST_UNREACHABLE, Kind.HOST_RETURNED)).count() == 2
+
+
+def test_the_owner_sees_unreachable_with_why_in_the_list_the_detail_and_the_page(
+    client, alice, bob, two_hosts, fleet_template
+):
+    a, b = two_hosts
+    Host.objects.filter(pk=b.pk).update(status=Host.Status.OFFLINE)
+    now = timezone.now()
+    instance = instance_launch(user=alice, template=fleet_template.slug, gpu_type="rtx-5090", storage_gb=20, access=[])
+    with transaction.atomic():
+        segment_open(instance=instance, at=now - timedelta(minutes=3), source=Source.WORKER)
+        instance.status = Instance.Status.RUNNING
+        instance.save()
+    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=now - timedelta(minutes=2))
+    assert hosts_liveness().unreachable == [a.name]
+
+    api = APIClient()
+    api.force_authenticate(alice)
+    listed = api.get("/api/gpu/instances").json()["results"]
+    assert [(i["id"], i["status"]) for i in listed] == [(instance.public_id, "unreachable")]
+    assert "no heartbeat since" in listed[0]["error"]
+    client.force_login(alice)
+    page = client.get(reverse("web:instance", args=[instance.public_id]))
+    assert b"data-unreachable" in page.content
+    assert b"no heartbeat since" in page.content
+    # Someone else's: still a 404.
+    api.force_authenticate(bob)
+    assert api.get(f"/api/gpu/instances/{instance.public_id}").status_code == HTTPStatus.NOT_FOUND
+    # The row keeps its own status; the segment ended at the last beat.
+    instance.refresh_from_db()
+    assert instance.status == Instance.Status.RUNNING
+    assert instance.stopped_at == now - timedelta(minutes=2)
