@@ -110,3 +110,32 @@ def storage_resume(*, instance: Instance, at: datetime, message: str = "") -> No
         message=message or "the host is back: the stored workspace is billed again",
         data={"storage_gb": instance.storage_gb},
     )
+
+
+def outage_leftovers_resume(*, host: Host, at: datetime) -> list[str]:
+    """Bill again, from `at`, a stored workspace of `host` still paused by an outage that
+    is over: the host's return skips rows still `running` (the reconciler's), and such a
+    row may have been stopped or destroyed since without the reconciler seeing it.
+    Level-driven (the reconciler calls it every run); nothing while the host is
+    unreachable. Under the host's and the row's locks, so it never resumes a workspace
+    twice, nor while another outage begins."""
+    resumed: list[str] = []
+    paused = (
+        Instance.objects.filter(host=host, events__kind=Kind.HOST_UNREACHABLE)
+        .exclude(status__in=(Status.RUNNING, Status.TERMINATED))
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+    for pk in list(paused):
+        with transaction.atomic():
+            if (
+                not Host.objects.select_for_update(no_key=True)
+                .filter(pk=host.pk)
+                .exclude(status=Host.Status.UNREACHABLE)
+            ):
+                return resumed
+            locked = Instance.objects.select_for_update(of=("self",)).get(pk=pk)
+            if locked.status != Status.RUNNING and outage_paused_storage(locked):
+                storage_resume(instance=locked, at=at)
+                resumed.append(locked.public_id)
+    return resumed

@@ -28,7 +28,7 @@ from instances.services.events import (
     segment_open,
 )
 from instances.services.locks import instance_lock_held, lock_acquire, lock_release
-from instances.services.outage import outage_paused_storage, storage_resume
+from instances.services.outage import outage_leftovers_resume, outage_paused_storage, storage_resume
 
 
 @dataclass
@@ -38,6 +38,7 @@ class ReconcileReport:
     containers_removed: list[str] = field(default_factory=list)
     instances_ended: list[str] = field(default_factory=list)
     instances_resumed: list[str] = field(default_factory=list)
+    storage_resumed: list[str] = field(default_factory=list)
     gpus_released: int = 0
     ports_released: int = 0
     networks_removed: list[str] = field(default_factory=list)
@@ -163,6 +164,7 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
     report.ports_released, _ = PortBinding.objects.filter(host=host, instance__in=resting).delete()
 
     _resend_stuck(host=host, report=report)
+    report.storage_resumed = outage_leftovers_resume(host=host, at=timezone.now())
 
     live = set(Instance.objects.filter(host=host, status__in=CONTAINER_STATUSES).values_list("public_id", flat=True))
     listed = {c.name for c in containers}

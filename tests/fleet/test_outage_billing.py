@@ -19,6 +19,8 @@ from instances.models import Host, Instance, InstanceEvent
 from instances.services import instance_launch
 from instances.services.events import Source, segment_close, segment_open
 from instances.services.liveness import hosts_liveness
+from instances.services.outage import outage_leftovers_resume
+from instances.services.settle import instance_settle
 
 pytestmark = pytest.mark.django_db
 Kind = InstanceEvent.Kind
@@ -104,3 +106,29 @@ def test_the_owner_sees_unreachable_with_why_in_the_list_the_detail_and_the_page
     instance.refresh_from_db()
     assert instance.status == Instance.Status.RUNNING
     assert instance.stopped_at == now - timedelta(minutes=2)
+
+
+def test_a_workspace_stopped_after_the_outage_before_the_reconciler_saw_it_is_billed_again(
+    alice, two_hosts, fleet_template
+):
+    a, b = two_hosts
+    Host.objects.filter(pk=b.pk).update(status=Host.Status.OFFLINE)
+    now = timezone.now()
+    instance = instance_launch(user=alice, template=fleet_template.slug, gpu_type="rtx-5090", storage_gb=20, access=[])
+    with transaction.atomic():
+        segment_open(instance=instance, at=now - timedelta(minutes=3), source=Source.WORKER)
+        instance.status = Instance.Status.RUNNING
+        instance.save()
+    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=now - timedelta(minutes=2))
+    assert hosts_liveness().unreachable == [a.name]
+    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=timezone.now())
+    assert hosts_liveness().returned == [a.name]
+    assert not instance.events.filter(kind=Kind.HOST_RETURNED).exists()  # running: the reconciler's
+    # Stopped by its worker before the reconciler ran (its segment was closed already).
+    instance_settle(instance_id=instance.pk, expected=(Instance.Status.RUNNING,), status=Instance.Status.STOPPED)
+    a.refresh_from_db()
+    assert outage_leftovers_resume(host=a, at=timezone.now()) == [instance.public_id]
+    assert outage_leftovers_resume(host=a, at=timezone.now()) == []  # once
+    meter_run()
+    storage = UsageRecord.objects.filter(instance=instance, kind=UsageRecord.Kind.STORAGE).order_by("started_at")
+    assert [r.ended_at for r in storage] == [now - timedelta(minutes=2), None]
