@@ -37,6 +37,21 @@ def stopped_instance(user, template, *, ran_from, ran_until) -> Instance:
     return instance
 
 
+def running_on_a_host_that_dies(user, template, two_hosts, *, now) -> Instance:
+    """An instance running on host a since 3 minutes before `now`; a's last beat 2
+    minutes before `now`, judged by the liveness job (b is offline)."""
+    a, b = two_hosts
+    Host.objects.filter(pk=b.pk).update(status=Host.Status.OFFLINE)
+    instance = instance_launch(user=user, template=template.slug, gpu_type="rtx-5090", storage_gb=20, access=[])
+    with transaction.atomic():
+        segment_open(instance=instance, at=now - timedelta(minutes=3), source=Source.WORKER)
+        instance.status = Instance.Status.RUNNING
+        instance.save()
+    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=now - timedelta(minutes=2))
+    assert hosts_liveness().unreachable == [a.name]
+    return instance
+
+
 def test_a_stored_workspace_is_not_billed_while_its_host_is_unreachable(alice, two_hosts, fleet_template):
     a, _ = two_hosts
     Host.objects.exclude(pk=a.pk).update(status=Host.Status.OFFLINE)  # everything lands on a
@@ -79,16 +94,8 @@ def test_a_stored_workspace_is_not_billed_while_its_host_is_unreachable(alice, t
 def test_the_owner_sees_unreachable_with_why_in_the_list_the_detail_and_the_page(
     client, alice, bob, two_hosts, fleet_template
 ):
-    a, b = two_hosts
-    Host.objects.filter(pk=b.pk).update(status=Host.Status.OFFLINE)
     now = timezone.now()
-    instance = instance_launch(user=alice, template=fleet_template.slug, gpu_type="rtx-5090", storage_gb=20, access=[])
-    with transaction.atomic():
-        segment_open(instance=instance, at=now - timedelta(minutes=3), source=Source.WORKER)
-        instance.status = Instance.Status.RUNNING
-        instance.save()
-    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=now - timedelta(minutes=2))
-    assert hosts_liveness().unreachable == [a.name]
+    instance = running_on_a_host_that_dies(alice, fleet_template, two_hosts, now=now)
 
     api = APIClient()
     api.force_authenticate(alice)
@@ -111,16 +118,9 @@ def test_the_owner_sees_unreachable_with_why_in_the_list_the_detail_and_the_page
 def test_a_workspace_stopped_after_the_outage_before_the_reconciler_saw_it_is_billed_again(
     alice, two_hosts, fleet_template
 ):
-    a, b = two_hosts
-    Host.objects.filter(pk=b.pk).update(status=Host.Status.OFFLINE)
+    a, _ = two_hosts
     now = timezone.now()
-    instance = instance_launch(user=alice, template=fleet_template.slug, gpu_type="rtx-5090", storage_gb=20, access=[])
-    with transaction.atomic():
-        segment_open(instance=instance, at=now - timedelta(minutes=3), source=Source.WORKER)
-        instance.status = Instance.Status.RUNNING
-        instance.save()
-    Host.objects.filter(pk=a.pk).update(last_heartbeat_at=now - timedelta(minutes=2))
-    assert hosts_liveness().unreachable == [a.name]
+    instance = running_on_a_host_that_dies(alice, fleet_template, two_hosts, now=now)
     Host.objects.filter(pk=a.pk).update(last_heartbeat_at=timezone.now())
     assert hosts_liveness().returned == [a.name]
     assert not instance.events.filter(kind=Kind.HOST_RETURNED).exists()  # running: the reconciler's
