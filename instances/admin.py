@@ -8,6 +8,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
 
 from instances.access.tokens import token_revoke
+from instances.admin_fleet import cordon_gpus, drain_hosts, last_beat, runs_here, uncordon_gpus, undrain_hosts
 from instances.admin_lifecycle import InstanceLifecycleAdmin
 from instances.admin_registry import warm_images
 from instances.models import ApiToken, Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding, SSHKey
@@ -38,13 +39,15 @@ class HostAdmin(admin.ModelAdmin):
         "bind_address",
         "port_range",
         "gpu_count",
-        "last_heartbeat_at",
+        "heartbeat",
     )
     list_filter = ("status",)
     search_fields = ("name", "public_address")
-    readonly_fields = ("preflight_status", "last_heartbeat_at", "facts", "created_at")
+    readonly_fields = ("preflight_status", "heartbeat", "status_reason", "instances_here", "facts", "created_at")
     inlines = [GpuInline]
-    actions = [warm_images]
+    actions = [warm_images, drain_hosts, undrain_hosts]
+    heartbeat = staticmethod(admin.display(description="Last beat (why not online)")(last_beat))
+    instances_here = staticmethod(admin.display(description="Runs here")(runs_here))
 
     def get_readonly_fields(self, request: HttpRequest, obj: Host | None = None) -> tuple[str, ...]:
         """Where customers' SSH commands and Jupyter links point, and which engine the
@@ -166,6 +169,7 @@ class GpuAdmin(admin.ModelAdmin):
         "power_w",
     )
     list_filter = (BusyFilter, "simulated", "enabled", "gpu_type", "host")
+    actions = [cordon_gpus, uncordon_gpus]
     search_fields = ("uuid", "name", "host__name")
     list_select_related = ("host", "gpu_type")
     readonly_fields = (

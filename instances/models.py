@@ -16,6 +16,8 @@ class Host(models.Model):
         ONLINE = "online", "Online"
         DRAINING = "draining", "Draining"
         OFFLINE = "offline", "Offline"
+        # Set by the liveness job (instances.services.liveness) when its beats stop.
+        UNREACHABLE = "unreachable", "Unreachable"
 
     name = models.SlugField(max_length=64, unique=True)
     docker_url = models.CharField(max_length=255, default="unix:///var/run/docker.sock")
@@ -25,6 +27,12 @@ class Host(models.Model):
     port_range_end = models.PositiveIntegerField(default=29999)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.ONLINE)
     last_heartbeat_at = models.DateTimeField(null=True, blank=True)
+    # Why the host is not online (drained by whom, the last beat before it went silent).
+    status_reason = models.CharField(max_length=255, blank=True)
+    # What the scheduler may reserve here: the sum of its instances' GPU types' CPU and
+    # RAM limits never exceeds these (empty: not accounted; the heartbeat shows the machine's).
+    cpu_capacity = models.DecimalField(max_digits=7, decimal_places=2, null=True, blank=True)
+    ram_capacity_mb = models.PositiveIntegerField(null=True, blank=True)
     # Preflight (driver, toolkit, runc versions) as the worker last saw it.
     facts = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -39,7 +47,9 @@ class Host(models.Model):
             ("change_host_network", "Can change a host's public address, bind address and Docker engine URL"),
         ]
         constraints = [
-            models.CheckConstraint(condition=Q(status__in=["online", "draining", "offline"]), name="host_status_valid"),
+            models.CheckConstraint(
+                condition=Q(status__in=["online", "draining", "offline", "unreachable"]), name="host_status_valid"
+            ),
             models.CheckConstraint(
                 condition=Q(
                     port_range_start__gte=1024,
@@ -212,6 +222,19 @@ class Instance(models.Model):
     def container_name(self) -> str:
         return f"gpucloud-{self.public_id}"
 
+    @property
+    def status_shown(self) -> str:
+        """The status its owner sees: `unreachable` while its host is (the row keeps its own)."""
+        down = self.host is not None and self.host.status == Host.Status.UNREACHABLE
+        return "unreachable" if down and self.status in self.LIVE else self.status
+
+    @property
+    def error_shown(self) -> str | None:
+        """Why it is unreachable (its host's silence), or its last error."""
+        if self.host is not None and self.status_shown == "unreachable":
+            return self.host.status_reason or None
+        return self.last_error or None
+
 
 class PortBinding(models.Model):
     """A host port published for one instance. The database refuses a port bound twice."""
@@ -268,6 +291,9 @@ class InstanceEvent(models.Model):
         IDLE_WARNING = "idle-warning", "Idle stop warning"
         RUNTIME_WARNING = "runtime-warning", "Maximum runtime warning"
         KEEP_ALIVE = "keep-alive", "Kept alive"
+        # The host stopped beating (billing paused from its last beat) and came back.
+        HOST_UNREACHABLE = "host-unreachable", "Host unreachable"
+        HOST_RETURNED = "host-returned", "Host back"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"

@@ -56,7 +56,8 @@ def instance_get(*, user: Any, public_id: str) -> Instance:
 _SHOWN = (
     "public_id", "owner", "name", "status", "storage_gb", "access", "created_at", "started_at", "stopped_at",
     "last_error", "progress", "password_encrypted", "access_token_encrypted", "template__slug", "gpu_type__sku",
-    "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address",
+    "gpu_type__display_name", "gpu_type__rate_per_hour", "host__name", "host__public_address", "host__status",
+    "host__status_reason",
     "workspace_usage__used_bytes", "workspace_usage__size_bytes", "workspace_usage__measured_at",
 )  # fmt: skip
 _SHOWN_PORTS = PortBinding.objects.only("instance", "name", "host_port", "container_port", "protocol")
@@ -173,13 +174,22 @@ def gpu_holdings(*, user: Any) -> dict[str, Any]:
 # a resize (of a stopped instance) ends it and opens the next at the new size. A storage
 # segment is priced at the `storage_gb` its opening event recorded (the instance's size
 # now for events written before they recorded one).
-SEGMENT_OPENING_KINDS = (InstanceEvent.Kind.STARTED, InstanceEvent.Kind.ENDED, InstanceEvent.Kind.RESIZED)
+# A host that stops beating pauses its stored workspaces (`host-unreachable`, at its last
+# beat) until it is back (`host-returned` opens the next storage segment; a running
+# instance seen running again opens a GPU segment instead: instances.services.liveness).
+SEGMENT_OPENING_KINDS = (
+    InstanceEvent.Kind.STARTED,
+    InstanceEvent.Kind.ENDED,
+    InstanceEvent.Kind.RESIZED,
+    InstanceEvent.Kind.HOST_RETURNED,
+)
 _RUNNING_ENDS = (InstanceEvent.Kind.ENDED,)
 _STORED_ENDS = (
     InstanceEvent.Kind.STARTED,
     InstanceEvent.Kind.TERMINATED,
     InstanceEvent.Kind.WORKSPACE_REMOVED,
     InstanceEvent.Kind.RESIZED,
+    InstanceEvent.Kind.HOST_UNREACHABLE,
 )
 
 

@@ -19,11 +19,12 @@ from django.conf import settings
 
 from instances.errors import InfrastructureError
 from instances.host.gpus import xid_watch_start
+from instances.host.heartbeat import HeartbeatTimer
 from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
 from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
-from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep, warm
+from instances.services import health, idle, launch_keys_purge, liveness, provision, reconcile, upkeep, warm
 from instances.services.logs import logs_bound, logs_lines
 from instances.services.waitlist import waitlist_grant
 
@@ -84,7 +85,12 @@ def reconcile_host(self: Any, *, host_id: int) -> dict[str, Any]:
         report = reconcile.host_reconcile(host=host)
     except InfrastructureError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
-    return {"skipped": report.skipped, "ended": report.instances_ended, "removed": report.containers_removed}
+    return {
+        "skipped": report.skipped,
+        "ended": report.instances_ended,
+        "removed": report.containers_removed,
+        "resumed": report.instances_resumed,
+    }
 
 
 @shared_task(ignore_result=False, acks_late=False)
@@ -125,10 +131,19 @@ def workspace_upkeep_host(*, host_id: int) -> dict[str, list[str]]:
 
 
 def _fan_out(task: Any) -> int:
-    hosts = list(Host.objects.exclude(status=Host.Status.OFFLINE))
+    # Not to an unreachable host: its queue would only pile up (liveness sends its
+    # reconciler when it is back).
+    hosts = list(Host.objects.exclude(status__in=(Host.Status.OFFLINE, Host.Status.UNREACHABLE)))
     for host in hosts:
         task.apply_async(kwargs={"host_id": host.pk}, queue=host.queue)
     return len(hosts)
+
+
+@shared_task
+def hosts_liveness() -> dict[str, Any]:
+    """Judge every host's beats (on "default": any worker, never the host's own)."""
+    report = liveness.hosts_liveness()
+    return {"skipped": report.skipped, "unreachable": report.unreachable, "returned": report.returned}
 
 
 @shared_task
@@ -219,3 +234,18 @@ def _xid_watch_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     # its own at start (no database here: a prefork child's connection is not yet its
     # own). Without NVML (simulated GPUs) this returns at once.
     xid_watch_start()
+
+
+_heartbeat: HeartbeatTimer | None = None
+
+
+@worker_ready.connect
+def _heartbeat_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
+    # One timer per worker, in its main process: it beats while the worker lives.
+    global _heartbeat
+    if _heartbeat is None and settings.GPUCLOUD_HEARTBEAT_SECONDS > 0:
+        name = settings.GPUCLOUD_HOST_NAME
+        _heartbeat = HeartbeatTimer(
+            beat=lambda: liveness.host_heartbeat(host_name=name), every=settings.GPUCLOUD_HEARTBEAT_SECONDS
+        )
+        _heartbeat.start()

@@ -112,7 +112,10 @@ class InstanceOutput(serializers.ModelSerializer):
         help_text="`ssh` command, `jupyter`/`code-server`/`terminal` URLs, `http` and `tcp` maps; "
         "`password` and `token` only for the owner."
     )
-    error = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(
+        choices=[*Instance.Status.values, "unreachable"], source="status_shown", read_only=True
+    )
+    error = serializers.CharField(source="error_shown", read_only=True, allow_null=True)
     billing = serializers.SerializerMethodField()
     note = serializers.SerializerMethodField(
         help_text="While stopping, stopped or starting: what it means for the workspace and the GPU."
@@ -154,10 +157,6 @@ class InstanceOutput(serializers.ModelSerializer):
         user = getattr(self.context.get("request"), "user", None)
         owner = user is not None and user.is_authenticated and user.pk == instance.owner_id
         return access_for(instance=instance, reveal_secrets=owner)
-
-    @extend_schema_field(serializers.CharField(allow_null=True))
-    def get_error(self, instance: Instance) -> str | None:
-        return instance.last_error or None
 
     @extend_schema_field(BillingSerializer)
     def get_billing(self, instance: Instance) -> dict[str, str]:

@@ -113,7 +113,7 @@ def gpu_gate(*, instance: Instance, expected: str) -> Instance:
             locked = Instance.objects.select_for_update(of=("self",)).get(pk=instance.pk)
             if locked.status != expected or locked.gpu_id != gpu.pk:
                 return _reload(instance.pk)
-            other = gpu_take(gpu_type=locked.gpu_type, host=gpu.host)
+            other = gpu_take(gpu_type=locked.gpu_type, host=gpu.host, new_instance=False)
             if other is None:
                 raise NoHealthyGpu(
                     f"GPU {gpu.index} failed its health check ({codes}) and no other healthy "

@@ -245,7 +245,7 @@ def instance_launch(
                     # The key first: a concurrent retry with it waits here on the unique index
                     # until this transaction ends, instead of racing for the GPU (and a 409).
                     claim = _launch_key_claim(user=user, key=idempotency_key, fingerprint=fingerprint)
-                    gpu = gpu_take(gpu_type=gpu_type)
+                    gpu = gpu_take(gpu_type=gpu_type, template=template)
                     if gpu is None:
                         raise no_capacity(gpu_type)
                     instance = Instance.objects.create(gpu=gpu, host=gpu.host, status=Status.PENDING, **fields)

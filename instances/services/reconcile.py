@@ -24,8 +24,11 @@ from instances.services.events import (
     logger,
     release,
     segment_close,
+    segment_is_open,
+    segment_open,
 )
 from instances.services.locks import instance_lock_held, lock_acquire, lock_release
+from instances.services.outage import outage_leftovers_resume, outage_paused_storage, storage_resume
 
 
 @dataclass
@@ -34,6 +37,8 @@ class ReconcileReport:
     skipped: bool = False
     containers_removed: list[str] = field(default_factory=list)
     instances_ended: list[str] = field(default_factory=list)
+    instances_resumed: list[str] = field(default_factory=list)
+    storage_resumed: list[str] = field(default_factory=list)
     gpus_released: int = 0
     ports_released: int = 0
     networks_removed: list[str] = field(default_factory=list)
@@ -64,6 +69,8 @@ def _end_dead(*, instance: Instance, state: ContainerState | None) -> bool:
         # Conditional on `running`: a stop or restart requested since is the worker's.
         if locked.status != Status.RUNNING:
             return False
+        # Closed already when its host's outage ended it at the host's last beat.
+        billed_until_outage = not segment_is_open(locked)
         segment_close(instance=locked, at=finished_at, source=Source.RECONCILER, reason=reason)
         release(instance=locked)
         locked.status = status
@@ -72,6 +79,35 @@ def _end_dead(*, instance: Instance, state: ContainerState | None) -> bool:
         locked.save()
         kind = Kind.FAILED if status == Status.FAILED else Kind.STOPPED
         event_add(instance=locked, kind=kind, source=Source.RECONCILER, message=reason)
+        if billed_until_outage and outage_paused_storage(locked):
+            storage_resume(instance=locked, at=timezone.now())
+    return True
+
+
+def _seen_running_again(*, instance: Instance, host: Host) -> bool:
+    """A `running` row whose segment its host's outage closed, and whose container runs:
+    billed again from now, when it is seen running. Not while the host is still marked
+    unreachable (its beats have not resumed: the liveness job decides). False when the
+    row moved on meanwhile."""
+    with transaction.atomic():
+        if Host.objects.filter(pk=host.pk, status=Host.Status.UNREACHABLE).exists():
+            return False
+        locked = Instance.objects.select_for_update(of=("self",)).select_related("gpu").get(pk=instance.pk)
+        if locked.status != Status.RUNNING or segment_is_open(locked):
+            return False
+        segment_open(
+            instance=locked,
+            at=timezone.now(),
+            source=Source.RECONCILER,
+            data={"gpu": locked.gpu.uuid if locked.gpu else "", "after_outage": True},
+        )
+        locked.save(update_fields=["started_at", "updated_at"])
+        event_add(
+            instance=locked,
+            kind=Kind.RECONCILED,
+            source=Source.RECONCILER,
+            message="seen running again after its host's outage: billed again from now",
+        )
     return True
 
 
@@ -93,7 +129,7 @@ def host_reconcile(*, host: Host, runtime: DockerRuntime | None = None) -> Recon
     finally:
         lock_release(held=held)
     if any((report.containers_removed, report.instances_ended, report.gpus_released, report.ports_released,
-            report.tasks_resent)):  # fmt: skip
+            report.tasks_resent, report.instances_resumed)):  # fmt: skip
         logger.info("reconciled %s: %s", host.name, report)
     return report
 
@@ -114,6 +150,8 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
     for instance in Instance.objects.filter(host=host, status=Status.RUNNING):
         state = runtime.inspect(instance.container_name)  # fresh: the listing may be stale
         if state is not None and state.running:
+            if not segment_is_open(instance) and _seen_running_again(instance=instance, host=host):
+                report.instances_resumed.append(instance.public_id)
             continue
         if _end_dead(instance=instance, state=state):
             runtime.remove(instance.container_name, network=instance.container_name)
@@ -126,6 +164,7 @@ def _reconcile(*, host: Host, runtime: DockerRuntime, report: ReconcileReport) -
     report.ports_released, _ = PortBinding.objects.filter(host=host, instance__in=resting).delete()
 
     _resend_stuck(host=host, report=report)
+    report.storage_resumed = outage_leftovers_resume(host=host, at=timezone.now())
 
     live = set(Instance.objects.filter(host=host, status__in=CONTAINER_STATUSES).values_list("public_id", flat=True))
     listed = {c.name for c in containers}

@@ -107,7 +107,7 @@ def _admit_and_start(*, instance: Instance, actor: Any, source: str, reason: str
                 host = locked.host
                 if host is None:
                     raise _refuse(locked, "start")
-                gpu = gpu_take(gpu_type=locked.gpu_type, host=host)
+                gpu = gpu_take(gpu_type=locked.gpu_type, host=host, template=locked.template)
                 if gpu is None:
                     raise no_capacity(locked.gpu_type)
                 PortBinding.objects.filter(instance=locked).delete()

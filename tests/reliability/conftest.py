@@ -19,10 +19,8 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,8 +32,9 @@ from django.conf import settings
 from gpucloud.celery import app
 from instances.host.inventory import host_sync
 from instances.models import Host
+from tests import daemons
 from tests.containers import docker
-from tests.processes import ROOT, free_port, wait_until
+from tests.processes import free_port, wait_until
 from tests.reliability.helpers import (
     DOCKERD_SOCKET,
     DOCKERD_URL,
@@ -50,63 +49,18 @@ from tests.reliability.helpers import (
 )
 
 
-class Process:
-    """A subprocess in its own session, so a signal reaches it and all its children."""
+class Process(daemons.Process):
+    """A subprocess whose log goes under the suite's LOGS."""
 
     def __init__(self, name: str, argv: list[str], env: dict[str, str]) -> None:
-        self.name, self.argv, self.env = name, argv, env
-        self.log_path = LOGS / f"{name}.log"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        LOGS.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("a") as log:
-            log.write(f"\n----- start {time.strftime('%H:%M:%S')} -----\n")
-            log.flush()
-            self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def kill(self, sig: int = signal.SIGKILL) -> None:
-        """Send `sig` to the whole process group and wait for the leader to exit."""
-        if not self.alive():
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, sig)
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self) -> None:
-        self.kill(signal.SIGTERM)
+        super().__init__(name, argv, env, logs=LOGS)
 
 
-class Worker(Process):
+class Worker(daemons.Worker):
     """A Celery worker consuming the suite's host queue (threads pool)."""
 
     def __init__(self, name: str = "worker", *, concurrency: int = 4, **env: str) -> None:
-        argv = [sys.executable, "-m", "celery", "-A", "gpucloud", "worker", "-Q", REL_QUEUE]
-        argv += ["-c", str(concurrency), "-P", "threads", "--without-gossip", "--without-mingle", "-l", "INFO"]
-        argv += ["-n", f"faults-{name}@%h"]
-        super().__init__(name, argv, base_env(**env))
-
-    def start(self) -> None:
-        mark = len(self.log())
-        super().start()
-        wait_until(
-            lambda: "ready." in self.log()[mark:] or not self.alive(), timeout=60, what=f"worker {self.name} ready"
-        )
-        if not self.alive():
-            raise RuntimeError(f"worker {self.name} exited:\n{self.log()[-3000:]}")
+        super().__init__(name, queue=REL_QUEUE, env=base_env(**env), logs=LOGS, concurrency=concurrency)
 
 
 class Gunicorn(Process):
@@ -308,72 +262,15 @@ def private_postgres() -> Iterator[PostgresCluster]:
 
 
 # -- dockerd --------------------------------------------------------------------------
-PRIVATE_BRIDGE = ("gcfaults0", "10.230.0.1/24")
-PRIVATE_CONFIG = Path("/var/run/gpucloud-faults-docker.json")
+# The engine's names are the suite's own (tests.daemons.Dockerd says why each matters).
+ENGINE = daemons.EngineLayout(
+    name="faults", socket=DOCKERD_SOCKET, bridge=("gcfaults0", "10.230.0.1/24"), address_pool="10.231.0.0/16"
+)
 
 
-class Dockerd(Process):
-    """A Docker engine of our own. Its default bridge is one we make (`--bridge
-    gcfaults0`): a second engine left to its defaults reconfigures the shared docker0,
-    and one started with `--bridge none`, or with address pools and no live restore,
-    deletes it, breaking every container of the shared engine on the default network. `--iptables=false` keeps it off the shared
-    engine's rules (published ports go through docker-proxy, which is all the tests
-    use); its address pool is one the shared engine does not use."""
-
-    def __init__(self, *, live_restore: bool) -> None:
-        self.live_restore = live_restore
-        argv = [
-            "dockerd",
-            "-H",
-            DOCKERD_URL,
-            "--data-root",
-            "/var/lib/gpucloud-faults-docker",
-            "--exec-root",
-            "/var/run/gpucloud-faults-docker",
-            "--pidfile",
-            "/var/run/gpucloud-faults-docker.pid",
-            "--bridge",
-            PRIVATE_BRIDGE[0],
-            "--iptables=false",
-            f"--live-restore={'true' if live_restore else 'false'}",
-            # Never the shared engine's /etc/docker/daemon.json (its address pools would
-            # clash with the flag below, or bring back the docker0 deletion above).
-            "--config-file",
-            str(PRIVATE_CONFIG),
-        ]
-        if live_restore:
-            # dockerd 20.10 deletes the host's docker0 when it starts with address pools
-            # and without live restore: the pool only goes with live restore, and a run
-            # without it makes no network (the fixture starts it again with both).
-            argv += ["--default-address-pool", "base=10.231.0.0/16,size=24"]
-        super().__init__("dockerd", argv, dict(os.environ))
-
-    def cli(self, *args: str, check: bool = True) -> str:
-        return docker("-H", DOCKERD_URL, *args, check=check)
-
-    def answers(self) -> bool:
-        done = subprocess.run(["docker", "-H", DOCKERD_URL, "info"], capture_output=True, check=False, timeout=20)
-        return done.returncode == 0
-
-    def start(self) -> None:
-        DOCKERD_SOCKET.parent.mkdir(parents=True, exist_ok=True)
-        PRIVATE_CONFIG.write_text("{}\n")
-        name, address = PRIVATE_BRIDGE
-        if subprocess.run(["ip", "link", "show", name], capture_output=True, check=False).returncode:
-            subprocess.run(["ip", "link", "add", name, "type", "bridge"], check=True)
-            subprocess.run(["ip", "addr", "add", address, "dev", name], check=True)
-            subprocess.run(["ip", "link", "set", name, "up"], check=True)
-        super().start()
-        wait_until(self.answers, timeout=60, what="the private dockerd to answer", every=0.5)
-
-    def restart(self, *, live_restore: bool, while_down: Callable[[], None] | None = None) -> None:
-        """SIGTERM the engine as an operator's restart does, wait for it to exit, run
-        `while_down`, and start it again (with or without live restore)."""
-        self.stop()
-        if while_down is not None:
-            while_down()
-        self.__init__(live_restore=live_restore)  # type: ignore[misc]
-        self.start()
+class Dockerd(daemons.Dockerd):
+    def __init__(self, *, live_restore: bool, **_: object) -> None:
+        super().__init__(layout=ENGINE, live_restore=live_restore, logs=LOGS)
 
 
 @pytest.fixture(scope="session")
@@ -381,10 +278,7 @@ def _private_dockerd_session() -> Iterator[Dockerd]:
     engine = Dockerd(live_restore=True)
     engine.start()
     try:
-        if not engine.cli("images", "-q", TEST_IMAGE).strip():
-            save = subprocess.Popen(["docker", "save", TEST_IMAGE], stdout=subprocess.PIPE)
-            subprocess.run(["docker", "-H", DOCKERD_URL, "load"], stdin=save.stdout, check=True, timeout=300)
-            save.wait(timeout=60)
+        engine.load_image(TEST_IMAGE)
         yield engine
     finally:
         if not engine.alive():
@@ -396,11 +290,7 @@ def _private_dockerd_session() -> Iterator[Dockerd]:
 
 
 def _empty(engine: Dockerd) -> None:
-    with contextlib.suppress(Exception):
-        ids = engine.cli("ps", "-aq").split()
-        if ids:
-            engine.cli("rm", "-f", *ids, check=False)
-        engine.cli("network", "prune", "-f", check=False)
+    engine.empty()
 
 
 @pytest.fixture
