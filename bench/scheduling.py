@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DEBUG", "1")
 os.environ.setdefault("SECRET_KEY", "bench-secret-key-not-for-production-0123456789abcdef")
 os.environ.setdefault("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/gpucloud_fleet_bench")
-os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/13")
+os.environ.setdefault("REDIS_URL", "redis://127.0.0.1:6379/8")
 os.environ["CELERY_BROKER_URL"] = "memory://"  # launches enqueue; nobody needs to consume
 os.environ.setdefault("GPUCLOUD_VAR_DIR", str(ROOT / "var" / "bench-scheduling"))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "gpucloud.settings")

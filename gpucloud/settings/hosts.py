@@ -57,6 +57,15 @@ GPUCLOUD_PREFLIGHT_OVERRIDE = env_bool("GPUCLOUD_PREFLIGHT_OVERRIDE", default=Fa
 GPUCLOUD_STORAGE_GB_MIN = env_int("GPUCLOUD_STORAGE_GB_MIN", 10)
 GPUCLOUD_STORAGE_GB_MAX = env_int("GPUCLOUD_STORAGE_GB_MAX", 2000)
 GPUCLOUD_RECONCILE_SECONDS = env_int("GPUCLOUD_RECONCILE_SECONDS", 30)
+# Fleet (instances.services.liveness): each host's worker beats every HEARTBEAT_SECONDS; a
+# host whose last beat is HEARTBEAT_MISSED beats old is `unreachable` (takes nothing, bills
+# nothing from its last beat) until it beats again. Placement: "spread" puts a launch on
+# the least-loaded host, "pack" fills a host before the next (whole hosts stay free).
+GPUCLOUD_HEARTBEAT_SECONDS = env_int("GPUCLOUD_HEARTBEAT_SECONDS", 5)
+GPUCLOUD_HEARTBEAT_MISSED = env_int("GPUCLOUD_HEARTBEAT_MISSED", 6)
+GPUCLOUD_PLACEMENT_POLICY = env("GPUCLOUD_PLACEMENT_POLICY", "spread")
+if GPUCLOUD_PLACEMENT_POLICY not in ("spread", "pack"):
+    raise ImproperlyConfigured("GPUCLOUD_PLACEMENT_POLICY must be spread or pack")
 GPUCLOUD_METER_SECONDS = env_int("GPUCLOUD_METER_SECONDS", 30)
 GPUCLOUD_METRICS_SECONDS = env_int("GPUCLOUD_METRICS_SECONDS", 30)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from gpucloud.settings.hosts import (
     GPUCLOUD_GPU_HEALTH_SECONDS,
+    GPUCLOUD_HEARTBEAT_SECONDS,
     GPUCLOUD_IMAGES_WARM_SECONDS,
     GPUCLOUD_METER_SECONDS,
     GPUCLOUD_METRICS_SECONDS,
@@ -33,6 +34,11 @@ CELERY_BEAT_SCHEDULE = {
     "launch-keys-expire": {"task": "instances.tasks.launch_keys_expire", "schedule": 3600.0},
     "idle-check": {"task": "instances.tasks.idle_check_all_hosts", "schedule": float(GPUCLOUD_IDLE_CHECK_SECONDS)},
 }
+if GPUCLOUD_HEARTBEAT_SECONDS > 0:
+    CELERY_BEAT_SCHEDULE["hosts-liveness"] = {
+        "task": "instances.tasks.hosts_liveness",
+        "schedule": float(GPUCLOUD_HEARTBEAT_SECONDS),
+    }
 if GPUCLOUD_IMAGES_WARM_SECONDS:
     CELERY_BEAT_SCHEDULE["images-warm"] = {
         "task": "instances.tasks.images_warm_all_hosts",
