@@ -325,6 +325,20 @@ GPUCLOUD_CONTAINER_DISK_GB = env_int("GPUCLOUD_CONTAINER_DISK_GB", 20)
 # `storage-low` event when a workspace passes this percentage.
 GPUCLOUD_WORKSPACE_USAGE_SECONDS = env_int("GPUCLOUD_WORKSPACE_USAGE_SECONDS", 60)
 GPUCLOUD_WORKSPACE_LOW_PERCENT = env_int("GPUCLOUD_WORKSPACE_LOW_PERCENT", 90)
+# Snapshots (instances/host/objectstore.py): "local" keeps them in GPUCLOUD_SNAPSHOT_DIR
+# (the quick start), "s3" in an S3-compatible bucket. The keys are never logged.
+GPUCLOUD_SNAPSHOT_STORE = env("GPUCLOUD_SNAPSHOT_STORE", "local")
+if GPUCLOUD_SNAPSHOT_STORE not in ("local", "s3"):
+    raise ImproperlyConfigured("GPUCLOUD_SNAPSHOT_STORE must be 'local' or 's3'")
+GPUCLOUD_SNAPSHOT_DIR = Path(env("GPUCLOUD_SNAPSHOT_DIR", str(GPUCLOUD_DATA_ROOT / "snapshots")))
+GPUCLOUD_SNAPSHOT_S3_ENDPOINT = env("GPUCLOUD_SNAPSHOT_S3_ENDPOINT", "")  # empty: AWS
+GPUCLOUD_SNAPSHOT_S3_BUCKET = env("GPUCLOUD_SNAPSHOT_S3_BUCKET", "gpucloud-snapshots")
+GPUCLOUD_SNAPSHOT_S3_REGION = env("GPUCLOUD_SNAPSHOT_S3_REGION", "us-east-1")
+GPUCLOUD_SNAPSHOT_S3_ACCESS_KEY = env("GPUCLOUD_SNAPSHOT_S3_ACCESS_KEY", "")
+GPUCLOUD_SNAPSHOT_S3_SECRET_KEY = env("GPUCLOUD_SNAPSHOT_S3_SECRET_KEY", "")
+GPUCLOUD_SNAPSHOT_S3_PART_MB = env_int("GPUCLOUD_SNAPSHOT_S3_PART_MB", 16)
+GPUCLOUD_SNAPSHOT_S3_CONCURRENCY = env_int("GPUCLOUD_SNAPSHOT_S3_CONCURRENCY", 4)
+GPUCLOUD_SNAPSHOT_ZSTD_LEVEL = env_int("GPUCLOUD_SNAPSHOT_ZSTD_LEVEL", 3)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
 # Image pulls (issue 13): a missing image is pulled by the provisioning task, so its
@@ -464,6 +478,8 @@ GPUCLOUD_ADMISSION_CHECKS = env_list(
 # in Redis (instances.cache); only with REDIS_URL.
 GPUCLOUD_API_CACHE = env_bool("GPUCLOUD_API_CACHE", default=True)
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
+# Snapshots are billed per GiB-month of their stored (compressed) size.
+GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
 # Per-user limits on what one customer holds at once (0: none); an operator overrides them
 # per user in admin -> User limits (billing.models.UserLimits).

@@ -268,6 +268,13 @@ class InstanceEvent(models.Model):
         IDLE_WARNING = "idle-warning", "Idle stop warning"
         RUNTIME_WARNING = "runtime-warning", "Maximum runtime warning"
         KEEP_ALIVE = "keep-alive", "Kept alive"
+        SNAPSHOT_REQUESTED = "snapshot-requested", "Snapshot requested"
+        SNAPSHOT_READY = "snapshot-ready", "Snapshot stored"
+        SNAPSHOT_FAILED = "snapshot-failed", "Snapshot failed"
+        SNAPSHOT_DELETED = "snapshot-deleted", "Snapshot deleted"
+        RESTORE_REQUESTED = "restore-requested", "Restore requested"
+        RESTORED = "restored", "Restored from a snapshot"
+        RESTORE_FAILED = "restore-failed", "Restore failed"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"
@@ -376,5 +383,6 @@ from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: 
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from instances.power_models import GpuPowerSample  # noqa: E402, F401
 from instances.registry_models import HostImage, RegistryCredential  # noqa: E402, F401
+from instances.snapshot_models import Snapshot, SnapshotRestore  # noqa: E402, F401
 from instances.storage_models import WorkspaceUsage  # noqa: E402, F401
 from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401

@@ -23,7 +23,7 @@ from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
 from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
-from instances.services import health, idle, launch_keys_purge, provision, reconcile, upkeep, warm
+from instances.services import health, idle, launch_keys_purge, provision, reconcile, snapshot_transfer, upkeep, warm
 from instances.services.logs import logs_bound, logs_lines
 from instances.services.waitlist import waitlist_grant
 
@@ -219,3 +219,36 @@ def _xid_watch_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     # its own at start (no database here: a prefork child's connection is not yet its
     # own). Without NVML (simulated GPUs) this returns at once.
     xid_watch_start()
+
+
+@shared_task(**HOST_TASK)
+def snapshot_take_task(self: Any, *, snapshot_id: int) -> str:
+    """Archive a workspace into the object store (instances.services.snapshot_transfer);
+    an unreachable store is retried with backoff, then the snapshot is `failed`."""
+    try:
+        return snapshot_transfer.snapshot_take(snapshot_id=snapshot_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            return snapshot_transfer.snapshot_give_up(snapshot_id=snapshot_id, reason=exc.message).status
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**HOST_TASK)
+def snapshot_restore_task(self: Any, *, restore_id: int) -> str:
+    """Restore a snapshot into a stopped instance's workspace."""
+    try:
+        return snapshot_transfer.restore_execute(restore_id=restore_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            snapshot_transfer.restore_give_up(restore_id=restore_id, reason=exc.message)
+            return "failed"
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**HOST_TASK)
+def snapshot_purge_task(self: Any, *, snapshot_id: int) -> bool:
+    """Remove a deleted snapshot's object from the store (retried while it is down)."""
+    try:
+        return snapshot_transfer.snapshot_purge(snapshot_id=snapshot_id)
+    except InfrastructureError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
