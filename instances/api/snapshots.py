@@ -97,7 +97,9 @@ class SnapshotListApi(generics.ListAPIView):
     def get_queryset(self) -> Any:
         return snapshot_list(user=self.request.user)
 
-    @extend_schema(summary="My snapshots", tags=["snapshots"], responses={200: SnapshotOutput(many=True)})
+    @extend_schema(
+        summary="My snapshots", tags=["snapshots"], responses={200: SnapshotOutput(many=True), **error_responses(400)}
+    )
     def get(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         return super().get(request, *args, **kwargs)
 

@@ -212,3 +212,29 @@ def test_deleting_a_snapshot_stops_its_billing_at_the_deletion(alice):
     record = UsageRecord.objects.get(kind="snapshot")
     assert record.ended_at == deleted.deleted_at
     assert record.closed_at is not None
+
+
+def test_the_instance_page_takes_lists_and_deletes_snapshots_and_destroys_keeping_one(client, alice, bob, quiet_host):
+    instance = stopped_on(quiet_host, alice)
+    client.force_login(alice)
+    taken = client.post(f"/instances/{instance.public_id}/snapshot/", {"name": "before upgrade"})
+    assert taken.status_code == HTTPStatus.FOUND
+    snapshot = Snapshot.objects.get(instance=instance)
+    assert (snapshot.name, snapshot.status, snapshot.store) == ("before upgrade", "pending", "local")
+    part = client.get(f"/instances/{instance.public_id}/snapshots/").content.decode()
+    assert "before upgrade" in part
+    assert "every 2s" in part  # polled while it moves
+
+    client.force_login(bob)
+    assert client.get(f"/instances/{instance.public_id}/snapshots/").status_code == HTTPStatus.NOT_FOUND
+    assert client.post(f"/snapshots/{snapshot.public_id}/delete/").status_code == HTTPStatus.NOT_FOUND
+    client.force_login(alice)
+    assert client.post(f"/snapshots/{snapshot.public_id}/delete/").status_code == HTTPStatus.FOUND
+    assert Snapshot.objects.get(pk=snapshot.pk).status == "deleted"
+    assert "before upgrade" not in client.get(f"/instances/{instance.public_id}/snapshots/").content.decode()
+
+    kept = client.post(f"/instances/{instance.public_id}/destroy-keep/")
+    assert kept.status_code == HTTPStatus.FOUND
+    instance.refresh_from_db()
+    assert instance.status == "terminating"
+    assert Snapshot.objects.filter(instance=instance, status="pending").count() == 1
