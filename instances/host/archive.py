@@ -13,6 +13,7 @@ Nothing here imports Django; every failure is ArchiveError with the tool's own w
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import re
 import subprocess
@@ -27,7 +28,22 @@ _CHECKPOINT_RECORDS = 100
 _LAST_NUMBER = re.compile(rb"(\d+)\s*$")
 _TOTAL = re.compile(rb"^Total bytes written: (\d+)")
 
+PIPE_BYTES = 4 * 2**20
 Progress = Callable[[int], None]
+
+
+def _widen(pipe: IO[bytes] | None) -> None:
+    """Give a pipe room for a whole chunk (Linux: 64 KiB by default). With the default,
+    a tool blocks on the full pipe while Python hashes the chunk before, so hashing time
+    adds to the tools' instead of overlapping it."""
+    if pipe is None:
+        return
+    for size in (PIPE_BYTES, 2**20):  # above /proc/sys/fs/pipe-max-size needs CAP_SYS_RESOURCE
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, size)
+            return
+        except OSError:
+            continue
 
 
 class ArchiveError(Exception):
@@ -99,6 +115,8 @@ def pack(
         stderr=subprocess.PIPE,
         bufsize=CHUNK_BYTES,
     )
+    _widen(tar.stdout)
+    _widen(zstd.stdout)
     tar.stdout.close()  # type: ignore[union-attr]  # zstd holds the pipe now: tar sees SIGPIPE if zstd dies
     tar_errors: list[bytes] = []
     stream = PackStream(zstd)
@@ -175,6 +193,8 @@ def unpack(*, target: Path) -> Iterator[UnpackSink]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
+    _widen(zstd.stdin)
+    _widen(zstd.stdout)
     zstd.stdout.close()  # type: ignore[union-attr]  # tar holds the pipe now
     # Both stderrs are drained by threads: a chatty tool must never block on a full pipe.
     errs: dict[str, bytes] = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -33,6 +34,7 @@ from instances.errors import InfrastructureError, InstanceError
 
 logger = logging.getLogger("instances.host.objectstore")
 READ_BYTES = 4 * 2**20
+FLUSH_BYTES = 64 * 2**20
 
 
 class StoreUnavailable(InfrastructureError):
@@ -83,9 +85,21 @@ class LocalStore:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(partial, "wb") as out:
+                flusher: threading.Thread | None = None
+                unflushed = 0
                 while chunk := stream.read(READ_BYTES):
                     out.write(chunk)
+                    unflushed += len(chunk)
+                    # The object must be on disk before it is `ready`; writing it back as it
+                    # comes (off this thread) leaves little for the last fsync to wait for.
+                    if unflushed >= FLUSH_BYTES and (flusher is None or not flusher.is_alive()):
+                        out.flush()
+                        flusher = threading.Thread(target=os.fdatasync, args=(out.fileno(),), daemon=True)
+                        flusher.start()
+                        unflushed = 0
                 out.flush()
+                if flusher is not None:
+                    flusher.join()
                 os.fsync(out.fileno())
             partial.rename(path)
             return path.stat().st_size
