@@ -339,6 +339,9 @@ GPUCLOUD_SNAPSHOT_S3_SECRET_KEY = env("GPUCLOUD_SNAPSHOT_S3_SECRET_KEY", "")
 GPUCLOUD_SNAPSHOT_S3_PART_MB = env_int("GPUCLOUD_SNAPSHOT_S3_PART_MB", 16)
 GPUCLOUD_SNAPSHOT_S3_CONCURRENCY = env_int("GPUCLOUD_SNAPSHOT_S3_CONCURRENCY", 4)
 GPUCLOUD_SNAPSHOT_ZSTD_LEVEL = env_int("GPUCLOUD_SNAPSHOT_ZSTD_LEVEL", 3)
+# How long one snapshot or restore into a stopped instance may run (its task's soft time
+# limit); keep it under the broker's visibility timeout (3600 s).
+GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS = env_int("GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS", 3000)
 GPUCLOUD_READY_TIMEOUT_SECONDS = env_int("GPUCLOUD_READY_TIMEOUT_SECONDS", 60)
 GPUCLOUD_PIDS_LIMIT = env_int("GPUCLOUD_PIDS_LIMIT", 1024)
 # Image pulls (issue 13): a missing image is pulled by the provisioning task, so its

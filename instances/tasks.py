@@ -221,7 +221,16 @@ def _xid_watch_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
     xid_watch_start()
 
 
-@shared_task(**HOST_TASK)
+# A snapshot or restore moves a whole workspace: longer than the lifecycle's limits allow,
+# and still under the broker's visibility timeout (a longer task would be delivered twice).
+TRANSFER_TASK = {
+    **HOST_TASK,
+    "soft_time_limit": settings.GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS,
+    "time_limit": settings.GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS + 30,
+}
+
+
+@shared_task(**TRANSFER_TASK)
 def snapshot_take_task(self: Any, *, snapshot_id: int) -> str:
     """Archive a workspace into the object store (instances.services.snapshot_transfer);
     an unreachable store is retried with backoff, then the snapshot is `failed`."""
@@ -233,7 +242,7 @@ def snapshot_take_task(self: Any, *, snapshot_id: int) -> str:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
 
 
-@shared_task(**HOST_TASK)
+@shared_task(**TRANSFER_TASK)
 def snapshot_restore_task(self: Any, *, restore_id: int) -> str:
     """Restore a snapshot into a stopped instance's workspace."""
     try:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 from django.db import connection, transaction
 from django.utils import timezone
@@ -43,6 +44,12 @@ logger = logging.getLogger("instances.snapshots")
 PROGRESS_SECONDS = 1.0
 # A destroy-and-keep's snapshot waits for the destroy to take the container down.
 _WAIT_FOR = (Status.STOPPING, Status.TERMINATING)
+
+
+def transfer_ttl_seconds() -> float:
+    # Outlives the snapshot tasks' own hard time limit (instances.tasks), as the default
+    # TTL outlives CELERY_TASK_TIME_LIMIT.
+    return settings.GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS + 60
 
 
 class _Progress:
@@ -80,7 +87,7 @@ def snapshot_take(*, snapshot_id: int, store: ObjectStore | None = None) -> Snap
     stopping); any other failure ends the snapshot `failed` with the reason.
     """
     snapshot = Snapshot.objects.select_related("instance", "instance__host").get(pk=snapshot_id)
-    with instance_lock(instance_id=snapshot.instance_id):
+    with instance_lock(instance_id=snapshot.instance_id, ttl_seconds=transfer_ttl_seconds()):
         snapshot.refresh_from_db()
         if snapshot.status not in (Snapshot.Status.PENDING, Snapshot.Status.UPLOADING):
             return snapshot
@@ -104,6 +111,9 @@ def snapshot_take(*, snapshot_id: int, store: ObjectStore | None = None) -> Snap
         except (ArchiveError, InstanceError, OSError) as exc:
             _store_cleanup(store, snapshot)
             return _fail(snapshot, str(getattr(exc, "message", None) or exc))
+        except SoftTimeLimitExceeded:
+            _store_cleanup(store, snapshot)
+            return _fail(snapshot, "it took longer than GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS")
 
 
 def _upload(*, snapshot: Snapshot, instance: Instance, store: ObjectStore) -> Snapshot:
@@ -214,6 +224,8 @@ def restore_fill(*, restore: SnapshotRestore, instance: Instance, store: ObjectS
         raise RestoreFailed("The snapshot's object is missing from the store.") from exc
     except (ArchiveError, RuntimeFailure, OSError) as exc:
         raise RestoreFailed(f"The snapshot could not be restored: {getattr(exc, 'message', None) or exc}") from exc
+    except SoftTimeLimitExceeded as exc:  # the new files are discarded; the workspace is as it was
+        raise RestoreFailed("The restore took longer than its time limit.") from exc
     SnapshotRestore.objects.filter(pk=restore.pk).update(done_bytes=snapshot.size_bytes or 0)
 
 
@@ -237,7 +249,7 @@ def restore_finish(*, restore: SnapshotRestore, instance: Instance, error: Insta
 def restore_execute(*, restore_id: int, store: ObjectStore | None = None) -> SnapshotRestore:
     """Restore a snapshot into a stopped instance (the restore-into-stopped flow)."""
     restore = SnapshotRestore.objects.select_related("snapshot", "instance").get(pk=restore_id)
-    with instance_lock(instance_id=restore.instance_id):
+    with instance_lock(instance_id=restore.instance_id, ttl_seconds=transfer_ttl_seconds()):
         restore.refresh_from_db()
         if restore.status not in (SnapshotRestore.Status.PENDING, SnapshotRestore.Status.RUNNING):
             return restore
