@@ -57,8 +57,8 @@ class GpuRate(models.Model):
 
 
 class UsageRecord(models.Model):
-    """A billed segment: a GPU run (one per `started` event) or a stopped instance's storage
-    (one per `ended` event).
+    """A billed segment: a GPU run (one per `started` event), a stopped instance's storage
+    (one per `ended` event) or a stored snapshot (one per `snapshot-ready` event).
 
     cost = rate_usd * max(minimum_seconds, seconds) / rate_period_seconds, rounded half-up to
     the cent once, when the segment closes. While open, `billed_micro_usd` (`billed_usd` in
@@ -68,6 +68,7 @@ class UsageRecord(models.Model):
     class Kind(models.TextChoices):
         GPU = "gpu", "GPU"
         STORAGE = "storage", "Storage"
+        SNAPSHOT = "snapshot", "Snapshot"
 
     kind = models.CharField(max_length=16, choices=Kind.choices)
     instance = models.ForeignKey(Instance, on_delete=models.PROTECT, related_name="usage_records")
@@ -100,7 +101,7 @@ class UsageRecord(models.Model):
     class Meta:
         ordering = ("-started_at", "-id")
         constraints = [
-            models.CheckConstraint(condition=Q(kind__in=["gpu", "storage"]), name="usage_kind_valid"),
+            models.CheckConstraint(condition=Q(kind__in=["gpu", "storage", "snapshot"]), name="usage_kind_valid"),
             models.CheckConstraint(condition=Q(billed_until__gte=models.F("started_at")), name="usage_watermark_valid"),
             models.CheckConstraint(condition=Q(rate_period_seconds__gt=0), name="usage_period_positive"),
         ]
@@ -124,6 +125,7 @@ class LedgerEntry(models.Model):
         TOPUP = "topup", "Top-up"
         GPU_USAGE = "gpu-usage", "GPU usage"
         STORAGE = "storage", "Storage"
+        SNAPSHOT = "snapshot", "Snapshot storage"
         REFUND = "refund", "Refund"
         ADJUSTMENT = "adjustment", "Operator adjustment"
         DISPUTE = "dispute", "Dispute (chargeback)"
@@ -153,7 +155,18 @@ class LedgerEntry(models.Model):
         verbose_name_plural = "ledger entries"
         constraints = [
             models.CheckConstraint(
-                condition=Q(kind__in=["topup", "gpu-usage", "storage", "refund", "adjustment", "dispute", "gpu-fault"]),
+                condition=Q(
+                    kind__in=[
+                        "topup",
+                        "gpu-usage",
+                        "storage",
+                        "snapshot",
+                        "refund",
+                        "adjustment",
+                        "dispute",
+                        "gpu-fault",
+                    ]
+                ),
                 name="ledger_kind_valid",
             ),
             models.UniqueConstraint(fields=["idempotency_key"], name="ledger_idempotency_key_unique"),

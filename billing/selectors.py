@@ -62,7 +62,12 @@ def usage_summary(*, queryset: QuerySet[UsageRecord] | None = None) -> list[dict
 
 # What a customer spends: the meter's GPU and storage debits, less the GPU time a GPU
 # fault gave back (top-ups, refunds and operator adjustments are not spending).
-SPEND_KINDS = (LedgerEntry.Kind.GPU_USAGE, LedgerEntry.Kind.STORAGE, LedgerEntry.Kind.GPU_FAULT)
+SPEND_KINDS = (
+    LedgerEntry.Kind.GPU_USAGE,
+    LedgerEntry.Kind.STORAGE,
+    LedgerEntry.Kind.SNAPSHOT,
+    LedgerEntry.Kind.GPU_FAULT,
+)
 
 
 def limits_get(*, user: Any) -> dict[str, Any]:

@@ -381,4 +381,4 @@ class ApiTokenAdmin(admin.ModelAdmin):
 
 # Admin pages of their own modules: GPU health; idle rules, runtime rules, webhook deliveries;
 # the waitlist.
-from instances import admin_health, admin_idle, admin_waitlist  # noqa: E402, F401
+from instances import admin_health, admin_idle, admin_snapshots, admin_waitlist  # noqa: E402, F401

@@ -210,3 +210,51 @@ class StorageShrink(InstanceError):
 
     code = "instances:storage-shrink"
     default_message = "Storage can only be grown."
+
+
+class SnapshotNotFound(InstanceError):
+    code = "instances:snapshot-not-found"
+    status = HTTPStatus.NOT_FOUND
+    default_message = "No such snapshot."
+
+
+class SnapshotNeedsStop(InstanceError):
+    """A snapshot is taken of a stopped workspace only: files written while it is read
+    would make an archive of no single moment. Stop first, or destroy keeping a snapshot."""
+
+    code = "instances:snapshot-needs-stop"
+    status = HTTPStatus.CONFLICT
+    default_message = "Stop the instance before taking a snapshot of its workspace."
+
+
+class SnapshotNotReady(InstanceError):
+    code = "instances:snapshot-not-ready"
+    status = HTTPStatus.CONFLICT
+    default_message = "This snapshot is not ready to restore."
+
+
+class SnapshotTooLarge(InstanceError):
+    code = "instances:snapshot-too-large"
+    default_message = "The snapshot holds more than the requested storage."
+
+
+class SnapshotBusy(InstanceError):
+    """A snapshot or restore of this instance's workspace is in progress."""
+
+    code = "instances:snapshot-busy"
+    status = HTTPStatus.CONFLICT
+    default_message = "A snapshot or restore of this workspace is in progress; try again when it is done."
+
+
+class SnapshotCorrupt(InstanceError):
+    """The stored object's SHA-256 is not the one recorded when it was taken."""
+
+    code = "instances:snapshot-checksum-mismatch"
+    status = HTTPStatus.CONFLICT
+    default_message = "The snapshot's checksum does not match: it was not restored."
+
+
+class RestoreFailed(InstanceError):
+    code = "instances:restore-failed"
+    status = HTTPStatus.BAD_GATEWAY
+    default_message = "The snapshot could not be restored."

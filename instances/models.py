@@ -294,6 +294,13 @@ class InstanceEvent(models.Model):
         # The host stopped beating (billing paused from its last beat) and came back.
         HOST_UNREACHABLE = "host-unreachable", "Host unreachable"
         HOST_RETURNED = "host-returned", "Host back"
+        SNAPSHOT_REQUESTED = "snapshot-requested", "Snapshot requested"
+        SNAPSHOT_READY = "snapshot-ready", "Snapshot stored"
+        SNAPSHOT_FAILED = "snapshot-failed", "Snapshot failed"
+        SNAPSHOT_DELETED = "snapshot-deleted", "Snapshot deleted"
+        RESTORE_REQUESTED = "restore-requested", "Restore requested"
+        RESTORED = "restored", "Restored from a snapshot"
+        RESTORE_FAILED = "restore-failed", "Restore failed"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"
@@ -402,5 +409,6 @@ from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: 
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from instances.power_models import GpuPowerSample  # noqa: E402, F401
 from instances.registry_models import HostImage, RegistryCredential  # noqa: E402, F401
+from instances.snapshot_models import Snapshot, SnapshotRestore  # noqa: E402, F401
 from instances.storage_models import WorkspaceUsage  # noqa: E402, F401
 from instances.waitlist_models import WaitlistEntry  # noqa: E402, F401

@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db.models import (
+    BigIntegerField,
     BooleanField,
     Case,
     CharField,
@@ -241,3 +242,31 @@ def segment_ends(*, instance_id: Any, after_event_id: Any, running: bool, until:
 def event_id_latest() -> int:
     """The highest event id committed so far (0 without events)."""
     return InstanceEvent.objects.aggregate(latest=Max("id"))["latest"] or 0
+
+
+def snapshot_segment_starts(*, after_event_id: int, until: datetime) -> QuerySet[InstanceEvent]:
+    """`snapshot-ready` events above `after_event_id`, at or before `until`: each opens a
+    billed snapshot segment. Annotated with `owner_id`, `size_bytes` (stored) and
+    `snapshot` (its public id)."""
+    return (
+        InstanceEvent.objects.filter(id__gt=after_event_id, kind=InstanceEvent.Kind.SNAPSHOT_READY, at__lte=until)
+        .annotate(
+            owner_id=F("instance__owner_id"),
+            size_bytes=Cast(KT("data__size_bytes"), BigIntegerField()),
+            snapshot=KT("data__snapshot"),
+        )
+        .order_by()
+    )
+
+
+def snapshot_segment_ends(*, instance_id: Any, start_event_id: Any, until: datetime) -> QuerySet[InstanceEvent]:
+    """The `snapshot-deleted` event, at or before `until`, of the snapshot whose
+    `snapshot-ready` event is `start_event_id`, on `instance_id`'s timeline (both
+    OuterRefs of the query this is a subquery of)."""
+    ready = InstanceEvent.objects.filter(pk=OuterRef(start_event_id)).annotate(s=KT("data__snapshot")).values("s")[:1]
+    return (
+        InstanceEvent.objects.filter(instance_id=instance_id, kind=InstanceEvent.Kind.SNAPSHOT_DELETED, at__lte=until)
+        .annotate(deleted=KT("data__snapshot"))
+        .filter(deleted=Subquery(ready))
+        .order_by("id")
+    )

@@ -24,7 +24,17 @@ from instances.host.preflight import host_preflight
 from instances.host.runtime import runtime_for
 from instances.models import Host, Instance
 from instances.notify import tasks as notify_tasks  # noqa: F401 - registers the webhook task
-from instances.services import health, idle, launch_keys_purge, liveness, provision, reconcile, upkeep, warm
+from instances.services import (
+    health,
+    idle,
+    launch_keys_purge,
+    liveness,
+    provision,
+    reconcile,
+    snapshot_transfer,
+    upkeep,
+    warm,
+)
 from instances.services.logs import logs_bound, logs_lines
 from instances.services.waitlist import waitlist_grant
 
@@ -249,3 +259,45 @@ def _heartbeat_on_worker_start(sender: Any = None, **kwargs: Any) -> None:
             beat=lambda: liveness.host_heartbeat(host_name=name), every=settings.GPUCLOUD_HEARTBEAT_SECONDS
         )
         _heartbeat.start()
+
+
+# A snapshot or restore moves a whole workspace: longer than the lifecycle's limits allow,
+# and still under the broker's visibility timeout (a longer task would be delivered twice).
+TRANSFER_TASK = {
+    **HOST_TASK,
+    "soft_time_limit": settings.GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS,
+    "time_limit": settings.GPUCLOUD_SNAPSHOT_TIME_LIMIT_SECONDS + 30,
+}
+
+
+@shared_task(**TRANSFER_TASK)
+def snapshot_take_task(self: Any, *, snapshot_id: int) -> str:
+    """Archive a workspace into the object store (instances.services.snapshot_transfer);
+    an unreachable store is retried with backoff, then the snapshot is `failed`."""
+    try:
+        return snapshot_transfer.snapshot_take(snapshot_id=snapshot_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            return snapshot_transfer.snapshot_give_up(snapshot_id=snapshot_id, reason=exc.message).status
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**TRANSFER_TASK)
+def snapshot_restore_task(self: Any, *, restore_id: int) -> str:
+    """Restore a snapshot into a stopped instance's workspace."""
+    try:
+        return snapshot_transfer.restore_execute(restore_id=restore_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            snapshot_transfer.restore_give_up(restore_id=restore_id, reason=exc.message)
+            return "failed"
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**HOST_TASK)
+def snapshot_purge_task(self: Any, *, snapshot_id: int) -> bool:
+    """Remove a deleted snapshot's object from the store (retried while it is down)."""
+    try:
+        return snapshot_transfer.snapshot_purge(snapshot_id=snapshot_id)
+    except InfrastructureError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

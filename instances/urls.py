@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import idle, instances, keys, notify, storage, waitlist
+from instances.api import idle, instances, keys, notify, snapshots, storage, waitlist
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -17,6 +17,10 @@ urlpatterns = [
     path("instances/<str:id>/start", instances.InstanceStartApi.as_view(), name="instance-start"),
     path("instances/<str:id>/restart", instances.InstanceRestartApi.as_view(), name="instance-restart"),
     path("instances/<str:id>/resize", storage.InstanceResizeApi.as_view(), name="instance-resize"),
+    path("instances/<str:id>/snapshot", snapshots.InstanceSnapshotApi.as_view(), name="instance-snapshot"),
+    path("instances/<str:id>/restore", snapshots.InstanceRestoreApi.as_view(), name="instance-restore"),
+    path("snapshots", snapshots.SnapshotListApi.as_view(), name="snapshots"),
+    path("snapshots/<str:id>", snapshots.SnapshotDetailApi.as_view(), name="snapshot"),
     path("instances/<str:id>/events", instances.InstanceEventsApi.as_view(), name="instance-events"),
     path("instances/<str:id>/logs", instances.InstanceLogsApi.as_view(), name="instance-logs"),
     path("instances/<str:id>/idle", idle.InstanceIdleApi.as_view(), name="instance-idle"),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from instances import idle_views, views
+from instances import idle_views, snapshot_views, views
 from instances.notify import views as notify_views
 
 app_name = "web"
@@ -18,6 +18,11 @@ urlpatterns = [
     path("instances/<str:public_id>/keep-alive/", idle_views.instance_keep_alive, name="instance-keep-alive"),
     path("instances/<str:public_id>/idle/", idle_views.instance_idle, name="instance-idle"),
     path("instances/<str:public_id>/resize/", views.instance_resize, name="instance-resize"),
+    path("instances/<str:public_id>/snapshots/", snapshot_views.instance_snapshots, name="instance-snapshots"),
+    path("instances/<str:public_id>/snapshot/", snapshot_views.instance_snapshot, name="instance-snapshot"),
+    path("instances/<str:public_id>/restore/", snapshot_views.instance_restore, name="instance-restore"),
+    path("instances/<str:public_id>/destroy-keep/", snapshot_views.instance_destroy_keep, name="instance-destroy-keep"),
+    path("snapshots/<str:snapshot_id>/delete/", snapshot_views.snapshot_remove, name="snapshot-delete"),
     path("instances/<str:public_id>/<str:action>/", views.instance_action, name="instance-action"),
     path("waitlist/<str:public_id>/cancel/", views.waitlist_cancel, name="waitlist-cancel"),
     path("ssh-keys/", views.ssh_keys, name="ssh-keys"),

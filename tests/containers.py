@@ -83,3 +83,14 @@ def ssh_run(instance: Instance, command: str, *, password: str | None = None, pk
 
 def root_password(instance: Instance) -> str:
     return decrypt(instance.password_encrypted)
+
+
+def inside(instance: Instance, command: str) -> subprocess.CompletedProcess:
+    """`sh -c command` in the instance's container (docker exec), its output as text."""
+    return subprocess.run(
+        ["docker", "exec", instance.container_name, "sh", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )

@@ -15,6 +15,8 @@ from typing import Any
 
 from django.conf import settings
 
+from tests import objectstore
+
 ROOT = Path(__file__).resolve().parent.parent
 
 _LOCALSTRIPE = (
@@ -128,4 +130,5 @@ def worker_env(db_name: str) -> dict[str, str]:
     env["EMAIL_BACKEND"] = "django.core.mail.backends.filebased.EmailBackend"
     env["EMAIL_FILE_PATH"] = str(worker_mail_dir(db_name))
     env["PYTHONUNBUFFERED"] = "1"
+    env.update(objectstore.store_env())  # where the S3 snapshot tests' store answers
     return env

@@ -9,7 +9,9 @@ where it is written to a money column.
 The rules: a GPU segment per `started` event at the GPU rate in force at that instant
 (the price history, else the type's current rate), 60 s minimum, per second after; a
 storage segment per `ended` event at storage_gb * GPUCLOUD_STORAGE_RATE_PER_GB_MONTH per
-30-day month, until the next start, the termination or the workspace's removal. Each run
+30-day month, until the next start, the termination or the workspace's removal; a
+snapshot segment per `snapshot-ready` event at its stored GiB * GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH
+per month until its `snapshot-deleted` event. Each run
 extends every open segment to now in whole seconds (the `billed_seconds` watermark) and
 posts the difference to the ledger under the key `usage:<segment>:<seconds>` (or
 `:final` when the segment closes, at its cost rounded half up to the cent), in the same
@@ -59,7 +61,13 @@ from billing.models import (
     MeterMark,
     UsageRecord,
 )
-from instances.selectors import event_id_latest, segment_ends, segment_starts
+from instances.selectors import (
+    event_id_latest,
+    segment_ends,
+    segment_starts,
+    snapshot_segment_ends,
+    snapshot_segment_starts,
+)
 
 MICRO = 1_000_000
 CENT_MICRO = 10_000
@@ -206,9 +214,11 @@ def meter_run(*, now: datetime | None = None, interrupt: Callable[[str], None] |
                 # charged twice or lost; no other transaction is affected.
                 cur.execute("SET LOCAL synchronous_commit = off")
         mark = _mark_in_force()
-        opened = _segments_open(now=now, after_event_id=mark.event_id_max if mark else 0)
+        after = mark.event_id_max if mark else 0
+        opened = _segments_open(now=now, after_event_id=after) + _snapshots_open(now=now, after_event_id=after)
         interrupt("opened")
         _segments_end(now=now)
+        _snapshots_end(now=now)
         interrupt("closed")
         result = _segments_bill(now=now)
         interrupt("billed")
@@ -284,6 +294,47 @@ def _segments_end(*, now: datetime) -> None:
         )
 
 
+def _snapshots_open(*, now: datetime, after_event_id: int) -> int:
+    """A snapshot segment per new `snapshot-ready` event: its stored size (in GiB) times
+    GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH per 30-day month, no minimum."""
+    facts = snapshot_segment_starts(after_event_id=after_event_id, until=now).filter(
+        ~Exists(UsageRecord.objects.filter(start_event_id=OuterRef("pk")))
+    )
+    money = DecimalField(max_digits=16, decimal_places=6)
+    rate = Value(settings.GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH, output_field=money)
+    columns = {
+        "kind": Value(UsageRecord.Kind.SNAPSHOT),
+        "instance": F("instance_id"),
+        "user": F("owner_id"),
+        "gpu_name": Value(""),
+        "start_event": F("id"),
+        "started_at": F("at"),
+        # Rounded to the column's 6 decimals: $0.05 a GiB-month is exact to a few bytes.
+        "rate_usd": ExpressionWrapper(F("size_bytes") * rate / Value(2**30), output_field=money),
+        "rate_period_seconds": Value(SECONDS_PER_MONTH),
+        "minimum_seconds": Value(0),
+        "billed_until": F("at"),
+        "billed_usd": Value(0),
+        "billed_seconds": Value(0),
+        "billed_micro_usd": Value(0),
+        "created_at": Value(now),
+    }
+    return _insert_from(UsageRecord, columns, facts)
+
+
+def _snapshots_end(*, now: datetime) -> None:
+    """A snapshot segment ends at its snapshot's `snapshot-deleted` event."""
+    ends = snapshot_segment_ends(
+        instance_id=OuterRef("instance_id"), start_event_id=OuterRef("start_event_id"), until=now
+    )
+    UsageRecord.objects.filter(
+        Exists(ends), kind=UsageRecord.Kind.SNAPSHOT, closed_at__isnull=True, end_event__isnull=True
+    ).update(
+        end_event_id=Subquery(ends.values("id")[:1]),
+        ended_at=Greatest(Subquery(ends.values("at")[:1]), F("started_at")),
+    )
+
+
 def _segments_bill(*, now: datetime) -> MeterResult:
     """Post what each open segment owes since its watermark; close the ended ones."""
     terms = _terms(now=now)
@@ -296,6 +347,7 @@ def _segments_bill(*, now: datetime) -> MeterResult:
             "user": F("user_id"),
             "kind": Case(
                 When(kind=UsageRecord.Kind.GPU, then=Value(LedgerEntry.Kind.GPU_USAGE)),
+                When(kind=UsageRecord.Kind.SNAPSHOT, then=Value(LedgerEntry.Kind.SNAPSHOT)),
                 default=Value(LedgerEntry.Kind.STORAGE),
             ),
             "amount_usd": MicroToUsd(F("billed_micro_usd") - terms.new_micro),  # a charge is negative

@@ -35,6 +35,8 @@ GPUCLOUD_ADMISSION_CHECKS = env_list(
 )
 
 GPUCLOUD_STORAGE_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_STORAGE_RATE_PER_GB_MONTH", "0.05"))
+# Snapshots are billed per GiB-month of their stored (compressed) size.
+GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH = Decimal(env("GPUCLOUD_SNAPSHOT_RATE_PER_GB_MONTH", "0.05"))
 GPUCLOUD_MIN_BALANCE_MINUTES = env_int("GPUCLOUD_MIN_BALANCE_MINUTES", 10)
 # Per-user limits on what one customer holds at once (0: none); an operator overrides them
 # per user in admin -> User limits (billing.models.UserLimits).

@@ -1,5 +1,4 @@
 """Instances of the authenticated user: launch, list, read, stop, start, restart, destroy.
-
 Every lookup goes through `selectors.instance_get(user=...)`, so another user's
 instance is a 404 on every route. Launching is asynchronous: 202 with the instance
 (status `pending`) and a Location; `?wait=SECONDS` polls the row until it is
@@ -48,14 +47,14 @@ from instances.api.serializers import (
     InstanceCreateInput,
     money,
 )
+from instances.api.snapshots import DESTROY_SNAPSHOT_PARAM, instance_destroy_asked
 from instances.api.storage import WorkspaceUsageField
 from instances.api.waitlist import QUEUE_PARAM, QueueInput, queued_response
 from instances.errors import InvalidIdempotencyKey
 from instances.models import Instance, InstanceEvent, WaitlistEntry
 
 # What `?wait=` accepts; the wait itself stops at GPUCLOUD_LAUNCH_WAIT_MAX_SECONDS.
-WAIT_MAX_SECONDS = 120
-WAIT_POLL_SECONDS = 0.5
+WAIT_MAX_SECONDS, WAIT_POLL_SECONDS = 120, 0.5
 LOG_LINES_MAX = 1000
 SETTLED = (Instance.Status.RUNNING, Instance.Status.FAILED)
 
@@ -68,9 +67,8 @@ def paginate_counted(
     *, paginator: LimitOffsetPagination, request: Request, fetch: Callable[[int, int], tuple[list, int]]
 ) -> list:
     """One page through the API's paginator (its bounds on limit and offset apply) over
-    `selectors.instance_page`, whose page carries its total (COUNT(*) OVER ()): one
-    query for both, not two. Sets the paginator's request, limit, offset and count, as
-    its own paginate_queryset would. Raises ValidationError for an offset out of bounds."""
+    `selectors.instance_page`, whose page carries its total (COUNT(*) OVER ()): one query
+    for both. Sets what its own paginate_queryset would; ValidationError past the end."""
     paginator.request = request
     limit: int = paginator.get_limit(request) or api_settings.PAGE_SIZE or 20
     paginator.limit, paginator.offset = limit, paginator.get_offset(request)
@@ -322,6 +320,7 @@ class InstanceListApi(generics.GenericAPIView):
             ssh_public_keys=sshkeys_resolve(user=request.user, refs=body["ssh_keys"]),
             ssh_password_auth=body["ssh_password_auth"],
             env=body["env"],
+            snapshot=body["snapshot"],
             actor=request.user,
             idempotency_key=key,
             fingerprint=fingerprint,
@@ -343,12 +342,14 @@ class InstanceDetailApi(APIView):
 
     @extend_schema(
         summary="Destroy an instance",
-        description="Asynchronous: the container is removed, then the workspace after a grace period.",
+        description="Asynchronous: the container is removed, then the workspace after a grace period. "
+        "`?snapshot=1` snapshots the workspace first (destroy and keep a snapshot).",
         tags=["instances"],
-        responses={202: InstanceOutput, **error_responses(404, 409, 503)},
+        parameters=[DESTROY_SNAPSHOT_PARAM],
+        responses={202: InstanceOutput, **error_responses(400, 404, 409, 503)},
     )
     def delete(self, request: Request, id: str) -> Response:
-        instance = services.instance_destroy(instance=_instance(request, id), actor=request.user, source="user")
+        instance = instance_destroy_asked(request=request, instance=_instance(request, id))
         return Response(_body(request, instance), status=status.HTTP_202_ACCEPTED)
 
 

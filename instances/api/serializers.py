@@ -44,6 +44,10 @@ class InstanceCreateInput(serializers.Serializer):
     env = serializers.DictField(
         child=serializers.CharField(max_length=4096, allow_blank=True), required=False, default=dict
     )
+    snapshot = serializers.CharField(
+        max_length=32, required=False, allow_blank=True, default="",
+        help_text="One of my ready snapshots: the new workspace starts with its files (it must fit `storage`).",
+    )  # fmt: skip
 
     def validate_env(self, value: dict[str, str]) -> dict[str, str]:
         if len(value) > 64:

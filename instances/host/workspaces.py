@@ -148,3 +148,56 @@ def workspace_remove(*, instance: Instance) -> bool:
     loopfs.unmount(mountpoint=workspace_path(instance=instance))
     shutil.rmtree(path)
     return True
+
+
+@contextlib.contextmanager
+def workspace_fresh(*, instance: Instance) -> Iterator[Path]:
+    """An empty workspace beside the instance's own, to restore a snapshot into.
+
+    Yields its files' directory; leaving the block normally swaps it in place of the
+    instance's workspace (one rename: the old files go only then), leaving by an
+    exception discards it and leaves the workspace as it was. The workspace must not
+    be mounted (no container). With loop quotas it is a new image of storage_gb.
+    """
+    base = instance_dir(instance=instance)
+    path = workspace_path(instance=instance)
+    base.mkdir(parents=True, exist_ok=True)
+    base.chmod(0o700)
+    if loopfs.is_mounted(mountpoint=path):
+        loopfs.unmount(mountpoint=path)  # raises while a container still uses it
+    fresh_image, fresh = base / "restore.ext4", base / "restore"
+    _discard(image=fresh_image, files=fresh)
+    try:
+        if quota_enforced():
+            loopfs.image_create(image=fresh_image, size_bytes=int(instance.storage_gb) * 2**30)
+            loopfs.mount(image=fresh_image, mountpoint=fresh)
+        else:
+            fresh.mkdir()
+        fresh.chmod(0o755)
+        yield fresh
+    except BaseException:
+        _discard(image=fresh_image, files=fresh)
+        raise
+    if quota_enforced():
+        loopfs.unmount(mountpoint=fresh)
+        fresh_image.rename(image_path(instance=instance))  # atomic: old image or new, never half
+        fresh.rmdir()
+        path.mkdir(exist_ok=True)
+        return
+    old = base / "workspace.old"
+    if path.exists():
+        path.rename(old)
+    fresh.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _discard(*, image: Path, files: Path) -> None:
+    try:
+        if loopfs.is_mounted(mountpoint=files):
+            loopfs.unmount(mountpoint=files)
+    except RuntimeFailure as exc:
+        logger.warning("restore target %s stays mounted: %s", files, exc.message)
+        return
+    image.unlink(missing_ok=True)
+    image.with_suffix(".partial").unlink(missing_ok=True)
+    shutil.rmtree(files, ignore_errors=True)

@@ -14,6 +14,8 @@ own module by the tasks, so the web process never loads the Docker runtime.
   quarantine: a GPU's faults, its quarantine and an operator's return to service;
 - storage: growing a stopped instance's workspace (the worker grows it before its next
   mount: instances.host.workspaces);
+- snapshots: take, delete, restore requests (and the launch's restore);
+  snapshot_transfer (worker): workspace ↔ object store, checksummed;
 - events: the timeline and running segments; settle: a row brought to rest; locks;
   queue: tasks sent to a host by name.
 """

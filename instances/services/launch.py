@@ -32,6 +32,7 @@ from instances.services import queue
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.locks import lock_hold
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
+from instances.services.snapshots import restore_at_launch, snapshot_check_fits, snapshot_get
 from templates_app.models import Template
 from templates_app.validation import ENV_NAME, env_name_reserved
 
@@ -196,6 +197,7 @@ def instance_launch(
     actor: Any = None,
     idempotency_key: str = "",
     fingerprint: str = "",
+    snapshot: str = "",
 ) -> Instance:
     """Validate, schedule a free GPU and ports, create the instance `pending`, and
     enqueue its provisioning on the host's queue.
@@ -206,7 +208,9 @@ def instance_launch(
 
     Raises IdempotencyKeyReused when the key was used with another `fingerprint` (of the
     request's body), UnknownTemplate, UnknownGpuType, InvalidStorage, InvalidAccess, InvalidEnv,
-    InvalidSSHKey, GpuTooSmall, an admission check's error, or NoCapacity (detail:
+    InvalidSSHKey, GpuTooSmall, SnapshotNotFound / SnapshotNotReady / SnapshotTooLarge
+    (`snapshot`, a ready snapshot of the user's that fits storage_gb, fills the
+    workspace before the container starts), an admission check's error, or NoCapacity (detail:
     availability); LockBusy when another launch or start of the user's holds the
     admission lock past its wait (admission_lock);
     QueueUnavailable when the broker refuses the task after the commit (the instance is
@@ -223,6 +227,9 @@ def instance_launch(
     access = _check_access(list(access or []), template)
     env = _check_env(env)
     keys = _check_keys(ssh_public_keys)
+    source_snapshot = snapshot_get(user=user, public_id=snapshot) if snapshot else None
+    if source_snapshot is not None:  # before anything is allocated
+        snapshot_check_fits(snapshot=source_snapshot, storage_gb=storage_gb)
     with admission_lock(user=user):
         admit(user=user, gpu_type=gpu_type, template=template)
         fields = {
@@ -253,6 +260,8 @@ def instance_launch(
                     source = Source.OPERATOR if actor is not None and actor != user else Source.USER
                     event_add(instance=instance, kind=Kind.CREATED, source=source, actor=actor or user)
                     event_add(instance=instance, kind=Kind.SCHEDULED, source=source, data=scheduled_data(instance))
+                    if source_snapshot is not None:
+                        restore_at_launch(instance=instance, snapshot=source_snapshot)
                     if claim is not None:
                         LaunchKey.objects.filter(pk=claim.pk).update(instance=instance)
                     queue.enqueue(queue.PROVISION, instance, launch_source=source)

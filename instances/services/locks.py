@@ -163,13 +163,14 @@ def instance_lock_name(*, instance_id: int) -> str:
 
 
 @contextlib.contextmanager
-def instance_lock(*, instance_id: int) -> Iterator[None]:
-    """Serialise the worker-side work on one instance across threads and processes.
+def instance_lock(*, instance_id: int, ttl_seconds: float | None = None) -> Iterator[None]:
+    """Serialise the worker-side work on one instance across threads and processes
+    (`ttl_seconds`: for a task allowed longer than CELERY_TASK_TIME_LIMIT).
 
     Raises InstanceBusy (retried like any infrastructure error) when held.
     """
     busy = InstanceBusy(detail={"instance_id": instance_id})
-    with lock_hold(name=instance_lock_name(instance_id=instance_id), busy=busy):
+    with lock_hold(name=instance_lock_name(instance_id=instance_id), busy=busy, ttl_seconds=ttl_seconds):
         yield
 
 

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from instances.access.crypto import decrypt
 from instances.access.exposure import exposure_sync
-from instances.errors import NoHealthyGpu, RuntimeFailure
+from instances.errors import InfrastructureError, InstanceError, NoHealthyGpu, RuntimeFailure
 from instances.host.runtime import (
     LABEL_HOST,
     LABEL_INSTANCE,
@@ -48,6 +48,7 @@ from instances.services.health import gpu_gate
 from instances.services.locks import instance_lock
 from instances.services.pull import image_ensure
 from instances.services.settle import instance_settle
+from instances.services.snapshot_transfer import restore_fill, restore_finish, restore_pending_at_launch
 from instances.services.upkeep import workspace_usage_record
 from templates_app.validation import ALLOWED_CAPS
 
@@ -244,9 +245,32 @@ def instance_provision(*, instance_id: int, runtime: DockerRuntime | None = None
             instance.status = Status.PROVISIONING
         if instance.status != Status.PROVISIONING:
             return instance  # already running, failed, or destroyed: nothing to do
+        refused = _restore_at_launch(instance=instance)
+        if refused is not None:
+            return refused
         return _bring_up(
             instance=instance, expected=Status.PROVISIONING, runtime=runtime_for(host=instance.host, runtime=runtime)
         )
+
+
+def _restore_at_launch(*, instance: Instance) -> Instance | None:
+    """Fill a new workspace from the launch's snapshot before its container exists; the
+    instance `failed` (returned) when the snapshot is refused (a checksum mismatch)."""
+    restore = restore_pending_at_launch(instance=instance)
+    if restore is None:
+        return None
+    try:
+        restore_fill(restore=restore, instance=instance)  # InfrastructureError: the task retries
+    except InfrastructureError:
+        raise
+    except InstanceError as exc:
+        restore_finish(restore=restore, instance=instance, error=exc)
+        return instance_settle(
+            instance_id=instance.pk, expected=(Status.PROVISIONING,), status=Status.FAILED, reason=exc.message,
+            code=exc.code,
+        )  # fmt: skip
+    restore_finish(restore=restore, instance=instance)
+    return None
 
 
 def instance_start_execute(*, instance_id: int, runtime: DockerRuntime | None = None) -> Instance:

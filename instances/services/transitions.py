@@ -11,8 +11,8 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from instances.errors import InvalidTransition
-from instances.models import Instance, PortBinding
+from instances.errors import InvalidTransition, SnapshotBusy
+from instances.models import Instance, PortBinding, Snapshot
 from instances.notify.models import Event
 from instances.notify.services import notify
 from instances.services import queue
@@ -21,6 +21,7 @@ from instances.services.events import Kind, Source, Status, event_add
 from instances.services.launch import admission_lock, admit, gpu_memory_check, scheduled_data
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
 from instances.services.settle import credentials_erase, instance_settle
+from instances.services.snapshots import RESTORING, snapshot_request, workspace_busy
 from templates_app.models import Template
 
 
@@ -84,6 +85,8 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
+    if workspace_busy(instance=instance):
+        raise SnapshotBusy(detail={"id": instance.public_id})
     start_backoff_check(instance=instance, now=timezone.now())
     # Read the template again: an operator may have raised its minimum since this
     # instance (or the object in hand) was loaded.
@@ -166,3 +169,30 @@ def instance_destroy(*, instance: Instance, actor: Any = None, source: str = Sou
     if locked.host_id is None:  # never scheduled: nothing exists on any host
         return instance_settle(instance_id=locked.pk, expected=(Status.TERMINATING,), status=Status.TERMINATED)
     return locked
+
+
+# Instances whose workspace a destroy-and-keep may snapshot (the destroy stops the container).
+_DESTROY_KEEPS = (Status.RUNNING, Status.STOPPED, Status.FAILED)
+
+
+def instance_destroy_keeping_snapshot(
+    *, instance: Instance, name: str = "", actor: Any = None, source: str = Source.USER
+) -> tuple[Instance, Snapshot]:
+    """Destroy the instance and snapshot its workspace in one action: the container goes
+    first (the host's destroy task), then the snapshot task, which waits for it, reads
+    the workspace that the grace period keeps (workspace_cleanup waits for the snapshot).
+
+    Raises InvalidTransition when the instance has no workspace to keep, SnapshotBusy
+    while a restore into it runs.
+    """
+    with transaction.atomic():
+        locked = _locked(instance)
+        if locked.status not in _DESTROY_KEEPS or locked.host is None:
+            raise InvalidTransition(
+                f"Cannot keep a snapshot of an instance that is {locked.status}.",
+                detail={"status": locked.status, "action": "destroy-keep-snapshot"},
+            )
+        if locked.restores.filter(status__in=RESTORING).exists():
+            raise SnapshotBusy(detail={"id": locked.public_id})
+        destroyed = instance_destroy(instance=locked, actor=actor, source=source)  # its task is sent first
+        return destroyed, snapshot_request(locked=locked, name=name or "kept at destroy", actor=actor, source=source)

@@ -14,7 +14,7 @@ from instances.errors import RuntimeFailure
 from instances.host import loopfs
 from instances.host.inventory import gpu_metrics_update
 from instances.host.workspaces import workspace_mounts, workspace_remove, workspace_usage
-from instances.models import Host, Instance, WorkspaceUsage
+from instances.models import Host, Instance, Snapshot, WorkspaceUsage
 from instances.services.events import CONTAINER_STATUSES, Kind, Source, Status, event_add, logger
 from instances.services.locks import instance_lock_name, lock_acquire, lock_release
 
@@ -37,6 +37,8 @@ def workspace_cleanup(*, host: Host, grace_seconds: int | None = None) -> list[s
     cutoff = timezone.now() - timedelta(seconds=grace)
     due = Instance.objects.filter(
         host=host, status=Status.TERMINATED, workspace_removed_at__isnull=True, terminated_at__lte=cutoff
+    ).exclude(  # a destroy-and-keep's snapshot still reads it
+        snapshots__status__in=(Snapshot.Status.PENDING, Snapshot.Status.UPLOADING)
     )
     cleaned = []
     for instance in due:

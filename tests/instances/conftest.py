@@ -7,12 +7,14 @@ these suites never touch another run's containers on the same Docker engine.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from django.conf import settings
 
 from tests.containers import docker, labelled_containers
 from tests.factories import TemplateFactory
+from tests.objectstore import SeaweedServer, store_env
 
 
 def _remove_everything_of_this_host() -> None:
@@ -35,3 +37,24 @@ def _no_containers_left() -> Iterator[None]:
 def sshd_template(db):
     """The test image: sshd on 22 and a token-checked HTTP service on 8888."""
     return TemplateFactory()
+
+
+@pytest.fixture(scope="session")
+def object_store() -> Iterator[SeaweedServer]:
+    """A real S3 server (SeaweedFS on 127.0.0.1:31950-31957) for the whole session."""
+    server = SeaweedServer(Path(settings.VAR_DIR) / "seaweedfs" / "data")
+    server.remove()
+    server.start()
+    yield server
+    server.remove()
+
+
+@pytest.fixture
+def s3_snapshots(object_store, settings) -> SeaweedServer:
+    """Snapshots taken in this test go to the S3 server (workers reach it: tests.objectstore.store_env)."""
+    settings.GPUCLOUD_SNAPSHOT_STORE = "s3"
+    for name, value in store_env().items():
+        setattr(settings, name, int(value) if value.isdigit() else value)
+    if object_store.proc is None:  # a test that killed it failed before bringing it back
+        object_store.start()
+    return object_store

@@ -18,7 +18,7 @@ from instances.services import instance_destroy, instance_launch, instance_resiz
 from instances.services.locks import instance_lock
 from instances.services.reconcile import host_reconcile
 from instances.services.upkeep import workspace_cleanup, workspace_upkeep
-from tests.containers import docker, inspect, wait_for_status
+from tests.containers import docker, inside, inspect, wait_for_status
 from tests.factories import InstanceFactory, TemplateFactory
 from tests.processes import wait_until
 
@@ -30,16 +30,6 @@ def launch(user, template, *, storage_gb: int, gpu_type: str = "rtx-5090") -> In
     instance = wait_for_status(instance, "running", "failed")
     assert instance.status == "running", instance.last_error
     return instance
-
-
-def inside(instance: Instance, command: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        ["docker", "exec", instance.container_name, "sh", "-c", command],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
 
 
 def loop_devices_of(image: Path) -> str:
