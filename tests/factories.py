@@ -62,7 +62,7 @@ class GpuFactory(factory.django.DjangoModelFactory):
 
 
 class TemplateFactory(factory.django.DjangoModelFactory):
-    """The test image (scripts/build-test-image): sshd plus a token-checked HTTP service."""
+    """The test image (scripts/build-test-image): sshd, JupyterLab on 8888, the web terminal on 7681."""
 
     class Meta:
         model = Template
