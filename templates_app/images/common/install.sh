@@ -62,7 +62,14 @@ for component in "$@"; do
         python3 -m pip install -q "jupyterlab==$JUPYTERLAB_VERSION"
         ;;
     code-server)
-        apt_install build-essential pkg-config libkrb5-dev python3
+        # The build tools this step brings leave with it; a compiler the image had stays.
+        build_tools=""
+        for package in build-essential pkg-config libkrb5-dev; do
+            dpkg -s "$package" >/dev/null 2>&1 || build_tools="$build_tools $package"
+        done
+        command -v python3 >/dev/null || apt_install python3  # node-gyp's
+        apt_install build-essential pkg-config libkrb5-dev libkrb5-3 libgssapi-krb5-2
+        apt-mark manual libkrb5-3 libgssapi-krb5-2 >/dev/null  # the kerberos module's, at run time
         node_install
         keep_node=yes
         npm install -g --prefix "$OPT/code-server" "code-server@$CODE_SERVER_VERSION"
@@ -72,6 +79,9 @@ for component in "$@"; do
         printf '#!/bin/sh\nexec %s %s "$@"\n' "$NODE/bin/node" \
             "$OPT/code-server/lib/node_modules/code-server/out/node/entry.js" > /usr/local/bin/code-server
         chmod 755 /usr/local/bin/code-server
+        find "$OPT/code-server" -type d -path '*/build/Release/obj.target' -prune -exec rm -rf {} +
+        # shellcheck disable=SC2086 # a list of package names
+        if [ -n "$build_tools" ]; then apt-get purge -y -q --auto-remove $build_tools; fi
         ;;
     web)
         tools_venv
