@@ -8,7 +8,12 @@ from http import HTTPStatus
 
 import requests
 
+from instances.models import GpuType
 from tests.api.helpers import token_client
+from tests.factories import TemplateFactory
+
+SSH = {"name": "ssh", "port": 22, "protocol": "tcp"}
+SSHD_CAPS = ["CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "NET_BIND_SERVICE", "KILL"]
 
 
 def launch_running(user, *, template: str, access: list[str], timeout: float = 120) -> dict:
@@ -38,3 +43,23 @@ def wait_answering(url: str, *, timeout: float = 90, **kwargs) -> requests.Respo
             pass
         assert time.monotonic() < deadline, f"{url} never answered"
         time.sleep(0.3)
+
+
+def launch_services(user) -> dict:
+    """An instance of the test image running the shipped pytorch start script (JupyterLab,
+    code-server, the web terminal), launched through the API: its `access` object."""
+    GpuType.objects.update(cpu_limit=1, ram_limit_mb=2048)
+    TemplateFactory(
+        slug="test-services",
+        command=["/opt/gpucloud/images/pytorch/start.sh"],
+        ports=[
+            SSH,
+            {"name": "jupyter", "port": 8888, "protocol": "http"},
+            {"name": "code-server", "port": 8080, "protocol": "http"},
+            {"name": "terminal", "port": 7681, "protocol": "http"},
+        ],
+        access_methods=["ssh", "jupyter", "code-server", "terminal"],
+        cap_add=SSHD_CAPS,
+    )
+    body = launch_running(user, template="test-services", access=["ssh", "jupyter", "code-server", "terminal"])
+    return body["access"]

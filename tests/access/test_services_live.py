@@ -21,14 +21,12 @@ import requests
 import websocket
 
 from instances.models import GpuType
-from tests.access.customer import launch_running, wait_answering
+from tests.access.customer import SSH, SSHD_CAPS, launch_running, launch_services, wait_answering
 from tests.containers import labelled_containers_remove
 from tests.factories import TemplateFactory
 
 pytestmark = [pytest.mark.docker, pytest.mark.celery]
 
-SSH = {"name": "ssh", "port": 22, "protocol": "tcp"}
-SSHD_CAPS = ["CHOWN", "SETUID", "SETGID", "SYS_CHROOT", "AUDIT_WRITE", "NET_BIND_SERVICE", "KILL"]
 # A stand-in for ComfyUI: an HTTP app with no login, on loopback, behind the catalog's proxy.
 STAND_IN_APP = """. /opt/gpucloud/gpucloud-common.sh
 gpucloud_init
@@ -47,23 +45,7 @@ def _no_containers_left() -> Iterator[None]:
 
 @pytest.fixture
 def services(celery_worker, this_host, alice) -> dict:
-    """An instance of the test image running the shipped pytorch start script (terminal,
-    code-server, JupyterLab), launched through the API: its `access` object."""
-    GpuType.objects.update(cpu_limit=1, ram_limit_mb=2048)
-    TemplateFactory(
-        slug="test-services",
-        command=["/opt/gpucloud/images/pytorch/start.sh"],
-        ports=[
-            SSH,
-            {"name": "jupyter", "port": 8888, "protocol": "http"},
-            {"name": "code-server", "port": 8080, "protocol": "http"},
-            {"name": "terminal", "port": 7681, "protocol": "http"},
-        ],
-        access_methods=["ssh", "jupyter", "code-server", "terminal"],
-        cap_add=SSHD_CAPS,
-    )
-    body = launch_running(alice, template="test-services", access=["ssh", "jupyter", "code-server", "terminal"])
-    return body["access"]
+    return launch_services(alice)
 
 
 def _basic(user: str, password: str) -> str:
