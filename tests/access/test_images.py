@@ -79,7 +79,7 @@ def test_comfyui_listens_on_loopback_behind_the_authenticating_proxy():
 def test_the_test_image_installs_the_catalogs_programs_with_the_catalogs_installer():
     dockerfile = (ROOT / "scripts" / "test-image" / "Dockerfile").read_text()
 
-    assert "sh install.sh code-server\n" in dockerfile
+    assert "sh install.sh code-server;" in dockerfile
     assert "sh install.sh web " in dockerfile
     assert not list((ROOT / "scripts" / "test-image").glob("*.py"))  # no stand-in services
 
