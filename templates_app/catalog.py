@@ -8,10 +8,10 @@ KILL lets sshd end its privilege-separated children. Nothing else is added back.
 Images: templates_app/images/<slug>/ (`make images`) builds each `image` below; every
 start script shares templates_app/images/common/gpucloud-common.sh, which the CI test
 image runs too. Logins: JupyterLab takes the instance's access token, code-server and
-the web terminal (user root) take it as their password, Forge's web UI likewise, and
-vLLM takes it as its API key. ComfyUI has no login of its own: in "direct" mode its
-port is open to whoever reaches the host, so prefer "cloudflare" mode with Cloudflare
-Access in front of it.
+the web terminal (gpucloud-web, user root) take it as their password, Forge's web UI
+likewise, and vLLM takes it as its API key. ComfyUI has no login of its own: it listens
+on loopback and its port is published by gpucloud-web's authenticating proxy (user
+root, the token), so nothing a template publishes answers without the credential.
 """
 
 from __future__ import annotations

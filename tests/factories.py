@@ -11,6 +11,9 @@ from templates_app.models import Template
 
 # GPUCLOUD_TEST_IMAGE: a branch that changes the test image builds and tests its own tag.
 TEST_IMAGE = os.environ.get("GPUCLOUD_TEST_IMAGE", "gpucloud-test/sshd:latest")
+# The same without code-server, 1.1 GB smaller (scripts/build-test-image tags both): what
+# tests/registry.py pushes, so registry tests move a few hundred MB, not 1.6 GB.
+TEST_IMAGE_SLIM = TEST_IMAGE + ("-slim" if ":" in TEST_IMAGE.rsplit("/", 1)[-1] else ":latest-slim")
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -62,7 +65,7 @@ class GpuFactory(factory.django.DjangoModelFactory):
 
 
 class TemplateFactory(factory.django.DjangoModelFactory):
-    """The test image (scripts/build-test-image): sshd plus a token-checked HTTP service."""
+    """The test image (scripts/build-test-image): sshd, JupyterLab on 8888, the web terminal on 7681."""
 
     class Meta:
         model = Template

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import requests
 
-from tests.factories import TEST_IMAGE
+from tests.factories import TEST_IMAGE_SLIM
 from tests.processes import free_port, stop_group, wait_until
 
 
@@ -73,12 +73,12 @@ def registry_start(*, auth: bool = False) -> Registry:
 
 
 def image_push_fresh(*, registry: Registry, name: str = "pulltest", layer_mb: int = 24) -> str:
-    """Build an image only for this call (the test image plus a layer of random bytes),
+    """Build an image only for this call (the slim test image plus a layer of random bytes),
     push it to `registry`, and remove it locally: a launch of it must really pull."""
     reference = f"{registry.address}/gpucloud-test/{name}:{secrets.token_hex(4)}"
     with tempfile.TemporaryDirectory(prefix="gpucloud-push-") as context:
         Path(context, "blob").write_bytes(os.urandom(layer_mb * 1024 * 1024))
-        Path(context, "Dockerfile").write_text(f"FROM {TEST_IMAGE}\nCOPY blob /opt/blob\n")
+        Path(context, "Dockerfile").write_text(f"FROM {TEST_IMAGE_SLIM}\nCOPY blob /opt/blob\n")
         subprocess.run(
             ["docker", "build", "-q", "-t", reference, context], check=True, capture_output=True, timeout=300
         )

@@ -2,9 +2,9 @@
 worker, and the lifecycle's own services (instance_launch / instance_destroy).
 
 The test image runs the shipped start scripts (templates_app/images/common/
-gpucloud-common.sh, and here pytorch's own start.sh) with the real JupyterLab (PyPI's;
-its kernels and terminals: tests/access/test_jupyter_live.py), and stand-ins for
-code-server and ttyd that check the token as the real ones do.
+gpucloud-common.sh, and here pytorch's own start.sh) with the real programs: JupyterLab
+(its kernels and terminals: tests/access/test_jupyter_live.py), code-server and the web
+terminal (their shells and logins: tests/access/test_services_live.py).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def keypair() -> tuple[paramiko.PKey, str]:
 
 @pytest.fixture
 def sshd_template(db):
-    return TemplateFactory()  # the test image: sshd on 22, a token-checked service on 8888
+    return TemplateFactory()  # the test image: sshd on 22, JupyterLab on 8888
 
 
 @pytest.fixture
@@ -204,12 +204,13 @@ def test_every_access_url_is_reachable_from_loopback_in_direct_mode(
     assert (status, headers["Location"].split("?")[0]) == (302, "/lab")
     assert http(access["terminal"], headers=basic("root", access["token"]))[0] == 200
     status, headers, _ = http(access["code-server"])
-    assert (status, headers["Location"]) == (302, "./login")
+    assert (status, headers["Location"].split("?")[0]) == (302, "./login")
     login = access["code-server"] + "login"
     status, headers, _ = http(login, data=f"password={access['token']}".encode())
     assert status == 302
     cookie = headers["Set-Cookie"].split(";")[0]
-    assert http(access["code-server"], headers={"Cookie": cookie})[0] == 200
+    status, headers, _ = http(access["code-server"], headers={"Cookie": cookie})  # in: to the workspace
+    assert (status, headers["Location"]) == (302, "./?folder=/workspace")
     # Every URL is on the host's address and one of the instance's own bound ports.
     bound = {b.host_port for b in instance.ports.all()}
     urls = [access["jupyter"], access["terminal"], access["code-server"]]
@@ -235,7 +236,8 @@ def test_the_token_checked_services_refuse_without_the_token(celery_worker, this
     assert http(shown["terminal"])[0] == 401
     assert http(shown["terminal"], headers=basic("root", "wrong"))[0] == 401
     assert http(shown["terminal"], headers=basic("root", token))[0] == 200
-    assert http(shown["code-server"] + "login", data=b"password=wrong")[0] == 401
+    status, headers, body = http(shown["code-server"] + "login", data=b"password=wrong")
+    assert (status, "Set-Cookie" in headers, "Incorrect password" in body) == (200, False, True)
     assert http(shown["code-server"] + "login", data=f"password={token}".encode())[0] == 302
     # No secret leaks into the container's output (the logs API shows it).
     logs = (

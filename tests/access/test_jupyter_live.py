@@ -17,7 +17,7 @@ import requests
 import websocket
 
 from instances.models import GpuType
-from tests.api.helpers import token_client
+from tests.access.customer import launch_running, wait_answering
 from tests.containers import labelled_containers_remove
 from tests.factories import TemplateFactory
 
@@ -39,29 +39,13 @@ def jupyter(celery_worker, this_host, alice) -> tuple[str, str]:
         ports=[{"name": "ssh", "port": 22, "protocol": "tcp"}, {"name": "jupyter", "port": 8888, "protocol": "http"}],
         access_methods=["ssh", "jupyter"],
     )
-    api = token_client(alice)
-    launch = {"template": "test-jupyter", "gpu": "rtx-5090", "storage": 10, "access": ["ssh", "jupyter"]}
-    response = api.post("/api/gpu/instances?wait=20", launch, format="json")
-    assert response.status_code == HTTPStatus.ACCEPTED, response.content
-    path, deadline = response["Location"], time.monotonic() + 120
-    while (body := api.get(path).json())["status"] not in ("running", "failed"):
-        assert time.monotonic() < deadline, body
-        time.sleep(0.3)
-    assert body["status"] == "running", body
+    body = launch_running(alice, template="test-jupyter", access=["ssh", "jupyter"])
     url = urlsplit(body["access"]["jupyter"])
     token = parse_qs(url.query)["token"][0]
     assert token == body["access"]["token"]
     base = f"{url.scheme}://{url.netloc}"
     # The port accepts before JupyterLab's handlers answer: wait for its API.
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            if requests.get(f"{base}/api/status", params={"token": token}, timeout=5).ok:
-                break
-        except requests.ConnectionError:
-            pass
-        assert time.monotonic() < deadline, "JupyterLab never answered"
-        time.sleep(0.3)
+    assert wait_answering(f"{base}/api/status", params={"token": token}).ok
     return base, token
 
 

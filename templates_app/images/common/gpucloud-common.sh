@@ -8,7 +8,8 @@
 #   GPUCLOUD_AUTHORIZED_KEYS     root's public keys, one a line
 #   GPUCLOUD_SSH_PASSWORD_AUTH   yes|no (default yes)
 #   GPUCLOUD_JUPYTER_TOKEN       the access token: JupyterLab's token, and the password
-#                                of code-server and of the web terminal (user root)
+#                                of code-server, of the web terminal and of the apps
+#                                behind gpucloud-web's proxy (user root)
 # The secrets are read once and unset before any service starts, so no service, shell
 # or log inherits them; a service without its token is not started at all.
 
@@ -77,10 +78,17 @@ gpucloud_start_code_server() {  # [port]: code-server, the token as its password
         /workspace > /var/log/gpucloud/code-server.log 2>&1 &
 }
 
-gpucloud_start_terminal() {  # [port]: ttyd, a login shell in /workspace, user root / the token
+gpucloud_start_terminal() {  # [port]: the web terminal (gpucloud-web), a login shell in /workspace
     [ -n "$GPUCLOUD_TOKEN" ] || { echo "gpucloud: no access token; web terminal not started" >&2; return 0; }
-    nohup ttyd --port "${1:-7681}" --writable --credential "root:$GPUCLOUD_TOKEN" --cwd /workspace \
-        bash -l > /var/log/gpucloud/ttyd.log 2>&1 &
+    GPUCLOUD_WEB_PASSWORD="$GPUCLOUD_TOKEN" nohup gpucloud-web terminal --port "${1:-7681}" --cwd /workspace \
+        -- bash -l > /var/log/gpucloud/terminal.log 2>&1 &
+}
+
+gpucloud_start_auth_proxy() {  # port upstream-port: an app with no login of its own (ComfyUI),
+    # listening on loopback at upstream-port, published on port behind the credential
+    [ -n "$GPUCLOUD_TOKEN" ] || { echo "gpucloud: no access token; port $1 not published" >&2; return 0; }
+    GPUCLOUD_WEB_PASSWORD="$GPUCLOUD_TOKEN" nohup gpucloud-web proxy --port "$1" --to "127.0.0.1:$2" \
+        > "/var/log/gpucloud/proxy-$1.log" 2>&1 &
 }
 
 gpucloud_exec_sshd() {  # last: sshd in the foreground keeps the container up even if an app dies
