@@ -4,12 +4,17 @@ workspaces between two real workers."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
+from instances.access.tokens import token_create
 from instances.errors import MoveImpossible, MoveRequired
 from instances.models import Gpu, Host, Instance, InstanceMove, Snapshot, SnapshotRestore, WorkspaceUsage
 from instances.selectors import snapshot_segment_starts
@@ -19,6 +24,7 @@ from instances.services.fleet import gpus_cordon, host_drain
 from instances.services.move import move_fail
 
 pytestmark = pytest.mark.django_db
+CLI = Path(__file__).resolve().parents[2] / "cli"
 
 
 def stopped_on(host: Host, user, template) -> Instance:
@@ -156,3 +162,25 @@ def test_the_page_offers_the_move_with_its_size_and_its_button_moves_it(
     assert "Moving " in moved
     assert InstanceMove.objects.get(instance=on_a).status == "snapshotting"
     assert "data-moving" in moved
+
+
+def test_the_clis_start_says_a_move_is_needed_and_move_confirms_it(live_server, alice, on_a, two_hosts, tmp_path):
+    """This checkout's CLI (its source, not the one installed in the environment)."""
+    host_drain(host=two_hosts[0])
+    _, token = token_create(user=alice, name="cli")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GPUCLOUD_")}
+    env |= {"GPUCLOUD_URL": live_server.url, "GPUCLOUD_TOKEN": token, "HOME": str(tmp_path), "PYTHONPATH": str(CLI)}
+
+    def gpucloud(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-c", "from gpucloud_cli.main import cli; cli()", *args]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+    asked = gpucloud("start", on_a.public_id)
+    assert asked.returncode != 0
+    assert "moves its workspace" in asked.stderr
+    assert "--move" in asked.stderr
+    assert not InstanceMove.objects.exists()
+    moved = gpucloud("start", "--move", on_a.public_id)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout == f"{on_a.public_id} stopped\n"
+    assert InstanceMove.objects.get(instance=on_a).status == "snapshotting"
