@@ -195,6 +195,12 @@ def move_fail(*, move: InstanceMove, reason: str) -> InstanceMove:
         if InstanceMove.objects.filter(pk=move.pk, status__in=InstanceMove.ACTIVE).update(
             status=InstanceMove.Status.FAILED, last_error=reason[:2000], finished_at=timezone.now()
         ):
+            # The restore's row too (a host lost mid-restore never finishes it): nothing
+            # keeps the workspace busy after a failed move.
+            SnapshotRestore.objects.filter(
+                pk=move.restore.pk if move.restore else 0,
+                status__in=(SnapshotRestore.Status.PENDING, SnapshotRestore.Status.RUNNING),
+            ).update(status=SnapshotRestore.Status.FAILED, last_error=reason[:2000], finished_at=timezone.now())
             instance = Instance.objects.select_for_update(of=("self",)).get(pk=move.instance_id)
             instance.last_error = f"The move to another host failed: {reason}"[:2000]
             instance.save(update_fields=["last_error", "updated_at"])
@@ -230,3 +236,20 @@ def move_done(*, move: InstanceMove) -> bool:
         if move.snapshot_made:
             snapshot_delete(snapshot=Snapshot.objects.get(pk=move.snapshot_id), source=Source.WORKER)
     return True
+
+
+def moves_host_lost(*, host: Host, reason: str) -> list[int]:
+    """`host` is unreachable: the moves it was working on fail now (a snapshot it was
+    taking, a restore it was making), so their instances can start (or move) again
+    instead of waiting for it; each stays stopped on its old host with its files. Its
+    task, run when it returns, finds the move failed and does nothing (a restore's
+    partial copy is then discarded). A done move's cleanup on it just waits. Call in the
+    caller's transaction. Returns the ids of the moves failed."""
+    lost = InstanceMove.objects.filter(
+        Q(from_host=host, status=InstanceMove.Status.SNAPSHOTTING) | Q(to_host=host, status__in=InstanceMove.ACTIVE)
+    )
+    failed = []
+    for move in lost.select_related("restore"):
+        move_fail(move=move, reason=reason)
+        failed.append(move.pk)
+    return failed

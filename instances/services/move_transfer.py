@@ -56,6 +56,9 @@ def move_restore(*, move_id: int) -> InstanceMove:
     move = _load(move_id)
     with instance_lock(instance_id=move.instance_id, ttl_seconds=transfer_ttl_seconds()):
         move.refresh_from_db()
+        if move.status == InstanceMove.Status.FAILED:  # e.g. this host was lost meanwhile
+            _discard_stale(move=move)
+            return move
         if move.status != InstanceMove.Status.RESTORING or move.restore is None:
             return move
         restore = SnapshotRestore.objects.select_related("snapshot").get(pk=move.restore.pk)
@@ -99,6 +102,15 @@ def _discard_here(*, move: InstanceMove, instance: Instance) -> None:
         workspace_remove(instance=instance)
     except (RuntimeFailure, OSError) as exc:
         logger.warning("move %s: the new host's partial copy stays: %s", move.pk, exc)
+
+
+def _discard_stale(*, move: InstanceMove) -> None:
+    """A failed move's restore task, run late on this host: what an interrupted restore
+    left here goes, unless the instance lives here now or is moving here again."""
+    instance = Instance.objects.get(pk=move.instance_id)
+    again = InstanceMove.objects.filter(instance=instance, to_host=move.to_host, status__in=InstanceMove.ACTIVE)
+    if instance.host_id != move.to_host_id and not again.exists():
+        _discard_here(move=move, instance=instance)
 
 
 def move_cleanup(*, move_id: int) -> bool:

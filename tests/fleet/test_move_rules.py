@@ -21,7 +21,8 @@ from instances.selectors import snapshot_segment_starts
 from instances.services import instance_launch, instance_start
 from instances.services.events import Kind, Source, event_add
 from instances.services.fleet import gpus_cordon, host_drain
-from instances.services.move import move_fail
+from instances.services.liveness import hosts_liveness
+from instances.services.move import move_fail, restore_request
 
 pytestmark = pytest.mark.django_db
 CLI = Path(__file__).resolve().parents[2] / "cli"
@@ -184,3 +185,41 @@ def test_the_clis_start_says_a_move_is_needed_and_move_confirms_it(live_server, 
     assert moved.returncode == 0, moved.stderr
     assert moved.stdout == f"{on_a.public_id} stopped\n"
     assert InstanceMove.objects.get(instance=on_a).status == "snapshotting"
+
+
+def test_a_host_lost_mid_move_fails_the_move_and_leaves_it_on_its_host(
+    on_a, two_hosts, django_capture_on_commit_callbacks
+):
+    a, b = two_hosts
+    host_drain(host=a)
+    with django_capture_on_commit_callbacks():
+        instance_start(instance=on_a, move=True)
+    move = InstanceMove.objects.get(instance=on_a)
+    beat = timezone.now() - timedelta(minutes=5)
+    Host.objects.filter(pk__in=[a.pk, b.pk]).update(last_heartbeat_at=beat)
+    Host.objects.filter(pk=b.pk).update(last_heartbeat_at=timezone.now())  # only a is silent
+    with django_capture_on_commit_callbacks():
+        assert hosts_liveness().unreachable == [a.name]
+    move.refresh_from_db()
+    assert move.status == "failed"
+    assert "unreachable" in move.last_error
+    on_a.refresh_from_db()
+    assert (on_a.status, on_a.host) == ("stopped", a)
+    assert "unreachable" in on_a.last_error
+    assert Snapshot.objects.get(pk=move.snapshot_id).status == "deleted"
+
+    # The new host lost mid-restore: that move fails too, its restore row with it.
+    Host.objects.filter(pk=a.pk).update(status=Host.Status.ONLINE, last_heartbeat_at=timezone.now())
+    gpus_cordon(gpus=Gpu.objects.filter(host=a), cordoned=True)
+    with django_capture_on_commit_callbacks():
+        instance_start(instance=on_a, move=True)
+        again = InstanceMove.objects.get(instance=on_a, status="snapshotting")
+        restore_request(move=again)
+    Host.objects.filter(pk=b.pk).update(last_heartbeat_at=beat)
+    with django_capture_on_commit_callbacks():
+        assert hosts_liveness().unreachable == [b.name]
+    again.refresh_from_db()
+    assert again.status == "failed"
+    assert SnapshotRestore.objects.get(pk=again.restore_id).status == "failed"
+    on_a.refresh_from_db()
+    assert (on_a.status, on_a.host) == ("stopped", a)
