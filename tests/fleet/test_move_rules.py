@@ -46,6 +46,14 @@ def ready_snapshot(instance: Instance, *, at) -> Snapshot:
     )  # fmt: skip
 
 
+def moving_from_drained(instance: Instance, host: Host, capture) -> InstanceMove:
+    """`host` drained, the instance's move asked (its tasks captured, not sent)."""
+    host_drain(host=host)
+    with capture():
+        instance_start(instance=instance, move=True)
+    return InstanceMove.objects.get(instance=instance)
+
+
 @pytest.fixture
 def on_a(settings, alice, two_hosts, fleet_template) -> Instance:
     settings.GPUCLOUD_PLACEMENT_POLICY = "pack"
@@ -121,10 +129,7 @@ def test_a_moves_own_snapshot_is_never_billed_and_a_failed_move_keeps_it_on_its_
     on_a, two_hosts, django_capture_on_commit_callbacks
 ):
     a, _b = two_hosts
-    host_drain(host=a)
-    with django_capture_on_commit_callbacks():
-        instance_start(instance=on_a, move=True)
-    move = InstanceMove.objects.get(instance=on_a)
+    move = moving_from_drained(on_a, a, django_capture_on_commit_callbacks)
     own = ready_snapshot(on_a, at=timezone.now())
     Snapshot.objects.filter(pk=move.snapshot_id).update(status="ready", size_bytes=10, sha256="1" * 64)
     for snapshot in (move.snapshot, own):
@@ -191,10 +196,7 @@ def test_a_host_lost_mid_move_fails_the_move_and_leaves_it_on_its_host(
     on_a, two_hosts, django_capture_on_commit_callbacks
 ):
     a, b = two_hosts
-    host_drain(host=a)
-    with django_capture_on_commit_callbacks():
-        instance_start(instance=on_a, move=True)
-    move = InstanceMove.objects.get(instance=on_a)
+    move = moving_from_drained(on_a, a, django_capture_on_commit_callbacks)
     beat = timezone.now() - timedelta(minutes=5)
     Host.objects.filter(pk__in=[a.pk, b.pk]).update(last_heartbeat_at=beat)
     Host.objects.filter(pk=b.pk).update(last_heartbeat_at=timezone.now())  # only a is silent
