@@ -6,6 +6,8 @@ with the workspace's size; `?move=1` moves it: it runs on b with the file writte
 a's copy is removed, and billing has no overlap (no GPU segment while it moved, its
 storage on one host, the move's snapshot never billed). A move whose restore fails (the
 stored object corrupted before b restores it) leaves it stopped on a, with its files.
+From an unreachable a it moves from the customer's snapshot taken since the stop, and
+a's copy is removed when a returns.
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ from billing.services import meter_run
 from instances.models import Gpu, Instance, InstanceEvent, InstanceMove, Snapshot
 from instances.services import instance_launch, instance_start, instance_stop
 from instances.services.fleet import gpus_cordon, host_drain
+from instances.services.liveness import liveness_bound
+from instances.services.snapshots import snapshot_create
 from tests.containers import inside, wait_for_status
 from tests.fleet.conftest import ENGINE_B, HOST_A, HOST_B, SNAPSHOTS
+from tests.fleet.test_host_death import marked
 from tests.processes import wait_until
 
 pytestmark = [pytest.mark.docker]
@@ -160,3 +165,43 @@ def test_a_move_whose_restore_fails_leaves_it_stopped_on_its_host_with_its_files
     assert (instance.status, instance.host) == ("running", a), instance.last_error
     assert inside(instance, "cat /workspace/kept").stdout == f"{CONTENT}\n"
     assert instance.last_error == ""
+
+
+def test_from_an_unreachable_host_it_moves_from_a_snapshot_and_the_old_copy_goes_when_it_returns(
+    settings, alice, two_hosts, fleet, fleet_template
+):
+    settings.GPUCLOUD_PLACEMENT_POLICY = "pack"
+    a, b = two_hosts
+    worker_a = fleet(HOST_A)
+    fleet(HOST_B)
+    instance = stopped_on_a_with_a_file(alice, fleet_template, a)
+    snapshot = snapshot_create(instance=instance, name="mine")
+    snapshot = wait_until(
+        lambda: (s := Snapshot.objects.get(pk=snapshot.pk)).status in ("ready", "failed") and s,
+        timeout=120,
+        what="the customer's snapshot",
+    )
+    assert snapshot.status == "ready", snapshot.last_error
+
+    worker_a.kill()
+    wait_until(lambda: marked(a, "unreachable"), timeout=liveness_bound().total_seconds() + 10, what="a unreachable")
+    api = APIClient()
+    api.force_authenticate(alice)
+    path = f"/api/gpu/instances/{instance.public_id}/start"
+    asked = api.post(path).json()["error"]
+    assert (asked["code"], asked["detail"]["reason"]) == ("instances:move-required", "unreachable")
+    assert api.post(f"{path}?move=1").status_code == 202
+
+    instance = wait_for_status(instance, "running", "failed", timeout=300)
+    assert (instance.status, instance.host) == ("running", b), instance.last_error
+    assert inside_b(instance, "cat /workspace/kept").stdout == f"{CONTENT}\n"
+    move = InstanceMove.objects.get(instance=instance)
+    assert (move.status, move.snapshot, move.snapshot_made) == ("done", snapshot, False)
+    assert Snapshot.objects.get(pk=snapshot.pk).status == "ready"  # the customer's: kept (and billed)
+    assert workspace_dir(HOST_A, instance).exists()  # a is down: its copy waits for it
+
+    fleet(HOST_A)
+    wait_until(lambda: marked(a, "online"), timeout=60, what="a back")
+    wait_until(lambda: not workspace_dir(HOST_A, instance).exists(), timeout=60, what="a's old copy removed")
+    instance.refresh_from_db()
+    assert (instance.status, instance.host) == ("running", b)
