@@ -1,5 +1,5 @@
 """The fleet in the admin: each host's last beat and why it is not online, what runs
-where, drain and return to service, cordon and uncordon GPUs."""
+where, drain and return to service, cordon and uncordon GPUs; the moves of workspaces between hosts."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.utils.html import format_html, format_html_join
 
-from instances.models import Gpu, Host, Instance
+from instances.models import Gpu, Host, Instance, InstanceMove
 from instances.services.fleet import gpus_cordon, host_drain, host_undrain
 
 
@@ -47,3 +47,21 @@ def runs_here(obj: Host) -> str:
     live = Instance.objects.filter(host=obj, status__in=Instance.LIVE).select_related("gpu", "owner")
     rows = ((i.public_id, f"gpu{i.gpu.index}" if i.gpu else "-", i.owner, i.status) for i in live.order_by("gpu"))
     return format_html("<ul>{}</ul>", format_html_join("", "<li>{} on {} ({}, {})</li>", rows)) if live else "nothing"
+
+
+@admin.register(InstanceMove)
+class InstanceMoveAdmin(admin.ModelAdmin):
+    """Workspaces moved between hosts (instances.services.move): read-only, the moves
+    are the customers' and the workers'."""
+
+    list_display = ("instance", "from_host", "to_host", "status", "size_bytes", "created_at", "finished_at")
+    list_filter = ("status", "from_host", "to_host")
+    search_fields = ("instance__public_id", "last_error")
+    list_select_related = ("instance", "from_host", "to_host")
+    readonly_fields = [f.name for f in InstanceMove._meta.fields]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: InstanceMove | None = None) -> bool:
+        return False

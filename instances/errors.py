@@ -258,3 +258,22 @@ class RestoreFailed(InstanceError):
     code = "instances:restore-failed"
     status = HTTPStatus.BAD_GATEWAY
     default_message = "The snapshot could not be restored."
+
+
+class MoveRequired(InstanceError):
+    """The instance's own host cannot take it (no free GPU of its type, draining,
+    unreachable) but another can: starting it there moves its workspace. The customer
+    confirms with `?move=1` (instances.services.move)."""
+
+    code = "instances:move-required"
+    status = HTTPStatus.CONFLICT
+    default_message = "Starting this instance moves its workspace to another host; confirm with move=1."
+
+
+class MoveImpossible(InstanceError):
+    """A move cannot begin: the old host is unreachable and no snapshot taken since the
+    last stop holds the workspace, or a move of it is already under way."""
+
+    code = "instances:move-impossible"
+    status = HTTPStatus.CONFLICT
+    default_message = "The workspace cannot be moved now."

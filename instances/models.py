@@ -301,6 +301,10 @@ class InstanceEvent(models.Model):
         RESTORE_REQUESTED = "restore-requested", "Restore requested"
         RESTORED = "restored", "Restored from a snapshot"
         RESTORE_FAILED = "restore-failed", "Restore failed"
+        # A stopped instance's workspace moving to another host (instances.services.move).
+        MOVE_REQUESTED = "move-requested", "Move to another host requested"
+        MOVED = "moved", "Moved to another host"
+        MOVE_FAILED = "move-failed", "Move failed"
 
     class Source(models.TextChoices):
         USER = "user", "Customer"
@@ -406,6 +410,7 @@ class LaunchKey(models.Model):
 # Models of their own modules, registered with the app here (one line each).
 from instances.health_models import GpuHealthEvent, GpuHealthState  # noqa: E402, F401
 from instances.idle_models import IdleRule, InstanceWatch, RuntimeRule  # noqa: E402, F401
+from instances.move_models import InstanceMove  # noqa: E402, F401
 from instances.notify.models import NotificationPreference, WebhookDelivery, WebhookEndpoint  # noqa: E402, F401
 from instances.power_models import GpuPowerSample  # noqa: E402, F401
 from instances.registry_models import HostImage, RegistryCredential  # noqa: E402, F401

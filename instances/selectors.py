@@ -13,6 +13,7 @@ from django.db.models import (
     Case,
     CharField,
     Count,
+    Exists,
     F,
     IntegerField,
     Max,
@@ -31,7 +32,7 @@ from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce
 
 from instances.errors import NotFound
-from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, PortBinding
+from instances.models import Gpu, GpuType, Host, Instance, InstanceEvent, InstanceMove, PortBinding
 
 
 def instance_list(*, user: Any) -> QuerySet[Instance]:
@@ -248,6 +249,9 @@ def snapshot_segment_starts(*, after_event_id: int, until: datetime) -> QuerySet
     """`snapshot-ready` events above `after_event_id`, at or before `until`: each opens a
     billed snapshot segment. Annotated with `owner_id`, `size_bytes` (stored) and
     `snapshot` (its public id)."""
+    # A move's own snapshot (instances.services.move) is the workspace in transit, whose
+    # storage is billed already: never billed as a snapshot.
+    in_transit = InstanceMove.objects.filter(snapshot_made=True, snapshot__public_id=OuterRef("snapshot"))
     return (
         InstanceEvent.objects.filter(id__gt=after_event_id, kind=InstanceEvent.Kind.SNAPSHOT_READY, at__lte=until)
         .annotate(
@@ -255,6 +259,7 @@ def snapshot_segment_starts(*, after_event_id: int, until: datetime) -> QuerySet
             size_bytes=Cast(KT("data__size_bytes"), BigIntegerField()),
             snapshot=KT("data__snapshot"),
         )
+        .exclude(Exists(in_transit))
         .order_by()
     )
 

@@ -17,7 +17,7 @@ from celery import shared_task
 from celery.signals import worker_process_init, worker_ready
 from django.conf import settings
 
-from instances.errors import InfrastructureError
+from instances.errors import InfrastructureError, RuntimeFailure
 from instances.host.gpus import xid_watch_start
 from instances.host.heartbeat import HeartbeatTimer
 from instances.host.preflight import host_preflight
@@ -29,6 +29,7 @@ from instances.services import (
     idle,
     launch_keys_purge,
     liveness,
+    move_transfer,
     provision,
     reconcile,
     snapshot_transfer,
@@ -300,4 +301,35 @@ def snapshot_purge_task(self: Any, *, snapshot_id: int) -> bool:
     try:
         return snapshot_transfer.snapshot_purge(snapshot_id=snapshot_id)
     except InfrastructureError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**TRANSFER_TASK)
+def instance_move_snapshot_task(self: Any, *, move_id: int) -> str:
+    """A move's first step, on the old host (instances.services.move_transfer)."""
+    try:
+        return move_transfer.move_snapshot(move_id=move_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            return move_transfer.move_give_up(move_id=move_id, reason=exc.message).status
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**TRANSFER_TASK)
+def instance_move_restore_task(self: Any, *, move_id: int) -> str:
+    """A move's second step, on the new host: restore, then start it there."""
+    try:
+        return move_transfer.move_restore(move_id=move_id).status
+    except InfrastructureError as exc:
+        if self.request.retries >= self.max_retries:
+            return move_transfer.move_give_up(move_id=move_id, reason=exc.message).status
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(**HOST_TASK)
+def instance_move_cleanup_task(self: Any, *, move_id: int) -> bool:
+    """A done move's old copy, removed on the old host (retried while it is busy)."""
+    try:
+        return move_transfer.move_cleanup(move_id=move_id)
+    except (InfrastructureError, RuntimeFailure) as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

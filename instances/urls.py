@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path, re_path
 
-from instances.api import idle, instances, keys, notify, snapshots, storage, waitlist
+from instances.api import idle, instances, keys, notify, snapshots, start, storage, waitlist
 from instances.api.common import NotARoute
 from templates_app.api import TemplateDetailApi, TemplateListApi
 
@@ -14,7 +14,7 @@ urlpatterns = [
     path("instances", instances.InstanceListApi.as_view(), name="instances"),
     path("instances/<str:id>", instances.InstanceDetailApi.as_view(), name="instance"),
     path("instances/<str:id>/stop", instances.InstanceStopApi.as_view(), name="instance-stop"),
-    path("instances/<str:id>/start", instances.InstanceStartApi.as_view(), name="instance-start"),
+    path("instances/<str:id>/start", start.InstanceStartApi.as_view(), name="instance-start"),
     path("instances/<str:id>/restart", instances.InstanceRestartApi.as_view(), name="instance-restart"),
     path("instances/<str:id>/resize", storage.InstanceResizeApi.as_view(), name="instance-resize"),
     path("instances/<str:id>/snapshot", snapshots.InstanceSnapshotApi.as_view(), name="instance-snapshot"),

@@ -27,6 +27,7 @@ from instances.access.authentication import instance_create_throttle_check
 from instances.errors import InstanceError, NotFound, WaitlistEntryNotFound
 from instances.models import Instance, InstanceEvent, WaitlistEntry
 from instances.services import idle_rules, waitlist
+from instances.services.move import move_active, move_plan
 from templates_app.models import Template
 
 ACCESS_LABELS = dict(Template.AccessMethod.choices)
@@ -161,6 +162,9 @@ def instance_detail(request: HtmxHttpRequest, public_id: str) -> HttpResponse:
         "cost": _costs([instance]).get(instance.pk, Decimal(0)),
         "access_labels": ACCESS_LABELS,
         "idle": idle_rules.idle_state(instance=instance),
+        # A stopped instance whose host cannot take it: the page offers to move it.
+        "move": move_plan(instance=instance) if instance.status == "stopped" else None,
+        "moving": instance.status == "stopped" and move_active(instance=instance),
     }
     if request.htmx and request.GET.get("part") == "live":
         return render(request, "instances/_instance_live.html", context)
@@ -200,7 +204,7 @@ def instance_credentials(request: HttpRequest, public_id: str) -> HttpResponse:
     )
 
 
-_ACTIONS = {
+_ACTIONS: dict[str, tuple[Any, str]] = {
     "stop": (services.instance_stop, "Stopping {id}: the GPU is released, /workspace is kept."),
     "start": (
         services.instance_start,
@@ -219,7 +223,11 @@ def instance_action(request: HttpRequest, public_id: str, action: str) -> HttpRe
     instance = _get(request, public_id)
     service, done = _ACTIONS[action]
     try:
-        service(instance=instance, actor=request.user, source="user")
+        if action == "start" and request.POST.get("move") == "1":
+            services.instance_start(instance=instance, actor=request.user, source="user", move=True)
+            done = "Moving {id} to another host: it starts there once its workspace is moved."
+        else:
+            service(instance=instance, actor=request.user, source="user")
         messages.success(request, done.format(id=instance.public_id))
     except DomainError as exc:  # ours, or billing's 402 when a start is refused
         messages.error(request, exc.message)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -117,19 +118,24 @@ def _key_refs(keys: tuple[str, ...]) -> list[str]:
 
 def wait_for(client: Api, instance: dict, *, statuses: set[str], timeout: float) -> dict:
     """Poll the instance until its status is in `statuses`, with a live progress line."""
+    return _poll(client, instance, until=lambda i: i["status"] in statuses or i["status"] in SETTLED, timeout=timeout)
+
+
+def _poll(client: Api, instance: dict, *, until: Callable[[dict], bool], timeout: float, doing: str = "") -> dict:
     progress = Progress()
     started = time.monotonic()
     path = f"/api/gpu/instances/{instance['id']}"
-    while instance["status"] not in statuses and instance["status"] not in SETTLED:
+    while not until(instance):
         elapsed = time.monotonic() - started
         if elapsed > timeout:
             progress.done()
             raise CliError(
-                f"timed out after {timeout:.0f} s: {instance['id']} is {instance['status']}", exit_code=EXIT_TIMEOUT
+                f"timed out after {timeout:.0f} s: {instance['id']} is {doing or instance['status']}",
+                exit_code=EXIT_TIMEOUT,
             )
         events = client.get(f"{path}/events", limit=200).get("results", [])
         last = events[-1]["message"] if events else ""
-        progress.show(f"{instance['id']} {instance['status']:<13} {elapsed:5.0f} s  {last}"[:120])
+        progress.show(f"{instance['id']} {doing or instance['status']:<13} {elapsed:5.0f} s  {last}"[:120])
         time.sleep(1)
         instance = client.get(path)
     progress.done()
@@ -278,10 +284,15 @@ def _lifecycle(action: str, wanted: str | None) -> click.Command:
     @click.option("--timeout", type=float, default=600, show_default=True)
     @json_option
     @click.pass_context
-    def command(ctx: click.Context, instance_id: str, wait: bool, timeout: float, as_json: bool) -> None:
+    def command(
+        ctx: click.Context, instance_id: str, wait: bool, timeout: float, as_json: bool, move: bool = False
+    ) -> None:
         client = api(ctx)
         path = f"/api/gpu/instances/{instance_id}"
-        instance = client.delete(path) if action == "rm" else client.post(f"{path}/{action}")
+        params = {"move": "1"} if move else None
+        instance = client.delete(path) if action == "rm" else client.post(f"{path}/{action}", params=params)
+        if wait and move:
+            instance = _moved(client, instance, timeout=timeout)
         if wait:
             _settled(client, instance, wanted=wanted or "terminated", timeout=timeout, as_json=as_json)
         elif as_json:
@@ -295,7 +306,24 @@ def _lifecycle(action: str, wanted: str | None) -> click.Command:
         "restart": "Restart the container on the same GPU and ports.",
         "rm": "Destroy the instance and, after a grace period, its workspace.",
     }[action]
+    if action == "start":
+        command = click.option(
+            "--move",
+            is_flag=True,
+            help="When its host cannot take it but another can, move its workspace there and start it there.",
+        )(command)
     return click.command(name=action)(command)
+
+
+def _moved(client: Api, instance: dict, *, timeout: float) -> dict:
+    """Poll a moving instance (still `stopped`) until it starts on its new host or the
+    move fails (its `error` says why). An unreachable old host shows it `unreachable`
+    (and why) until it has moved."""
+
+    def until(i: dict) -> bool:
+        return i["status"] != "unreachable" and (i["status"] != "stopped" or bool(i.get("error")))
+
+    return _poll(client, instance, until=until, timeout=timeout, doing="moving")
 
 
 for _action, _wanted in (("stop", "stopped"), ("start", "running"), ("restart", "running"), ("rm", "terminated")):

@@ -374,7 +374,6 @@ def _action(name: str, summary: str, description: str) -> type[APIView]:
 
 
 InstanceStopApi = _action("stop", "Stop an instance, keep its data", NOTE_STOPPED)
-InstanceStartApi = _action("start", "Start a stopped instance", NOTE_STARTING)
 InstanceRestartApi = _action("restart", "Restart an instance", NOTE_RESTART)
 
 

@@ -26,6 +26,7 @@ from instances.host.runtime import DockerRuntime
 from instances.models import Host
 from instances.services import queue
 from instances.services.locks import lock_acquire, lock_release
+from instances.services.move import moves_host_lost
 from instances.services.outage import host_outage_begin, host_outage_end
 from templates_app.models import Template
 
@@ -113,6 +114,7 @@ def host_unreachable_mark(*, host: Host, seen_at: Any) -> bool:
         locked.status, locked.status_reason = Host.Status.UNREACHABLE, reason
         locked.save(update_fields=["status", "status_reason", "facts"])
         host_outage_begin(host=locked, last_beat_at=seen_at, reason=f"host {locked.name} unreachable: {reason}")
+        moves_host_lost(host=locked, reason=f"host {locked.name} became unreachable: {reason}")
     return True
 
 

@@ -11,7 +11,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from instances.errors import InvalidTransition, SnapshotBusy
+from instances.errors import InvalidTransition, MoveImpossible, SnapshotBusy
 from instances.models import Instance, PortBinding, Snapshot
 from instances.notify.models import Event
 from instances.notify.services import notify
@@ -19,6 +19,7 @@ from instances.services import queue
 from instances.services.backoff import start_backoff_check
 from instances.services.events import Kind, Source, Status, event_add
 from instances.services.launch import admission_lock, admit, gpu_memory_check, scheduled_data
+from instances.services.move import instance_move, move_active, move_plan, move_required
 from instances.services.scheduling import ALLOCATION_ATTEMPTS, gpu_take, no_capacity, ports_bind, published_ports
 from instances.services.settle import credentials_erase, instance_settle
 from instances.services.snapshots import RESTORING, snapshot_request, workspace_busy
@@ -74,9 +75,16 @@ def instance_stop(
     return locked
 
 
-def instance_start(*, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "") -> Instance:
+def instance_start(
+    *, instance: Instance, actor: Any = None, source: str = Source.USER, reason: str = "", move: bool = False
+) -> Instance:
     """Start a stopped (or failed) instance on a GPU of its type on its host (which
     keeps its workspace); it may be another GPU than before.
+
+    When its host cannot take it (no free GPU of its type, draining, unreachable) and
+    another can, a stopped instance moves there first (instances.services.move): without
+    `move` that raises MoveRequired (with the workspace's size), with it the move
+    begins and the instance is returned still `stopped` (it starts when moved).
 
     Raises InvalidTransition, StartBackoff (its last start ran a container that never
     became ready: 429 until the delay is over), GpuTooSmall (the template's minimum GPU
@@ -85,12 +93,21 @@ def instance_start(*, instance: Instance, actor: Any = None, source: str = Sourc
     """
     if instance.status not in (Status.STOPPED, Status.FAILED) or instance.host_id is None:
         raise _refuse(instance, "start")
+    if move_active(instance=instance):
+        raise MoveImpossible("This instance is moving to another host: it starts when the move is done.")
     if workspace_busy(instance=instance):
         raise SnapshotBusy(detail={"id": instance.public_id})
     start_backoff_check(instance=instance, now=timezone.now())
     # Read the template again: an operator may have raised its minimum since this
     # instance (or the object in hand) was loaded.
     gpu_memory_check(template=Template.objects.get(pk=instance.template_id), gpu_type=instance.gpu_type)
+    plan = move_plan(instance=instance)
+    if plan is not None:
+        if not move:
+            raise move_required(plan)
+        admit(user=instance.owner, gpu_type=instance.gpu_type, template=instance.template)
+        instance_move(instance=instance, actor=actor, source=source)
+        return Instance.objects.select_related("host").get(pk=instance.pk)
     with admission_lock(user=instance.owner):
         return _admit_and_start(instance=instance, actor=actor, source=source, reason=reason)
 

@@ -32,6 +32,8 @@ ENGINE_B = daemons.EngineLayout(
 )
 TEST_IMAGE = os.environ.get("GPUCLOUD_TEST_IMAGE", "gpucloud-test/sshd:latest")
 HEARTBEAT_SECONDS, HEARTBEAT_MISSED = 1, 3
+# One local snapshot store both hosts' workers share (a move's workspace passes through it).
+SNAPSHOTS = Path(settings.GPUCLOUD_DATA_ROOT) / "fleet" / "snapshots"
 
 
 def _ports(which: int) -> tuple[int, int]:
@@ -59,6 +61,8 @@ def host_env(name: str) -> dict[str, str]:
         GPUCLOUD_PORT_RANGE_END=str(high),
         GPUCLOUD_HEARTBEAT_SECONDS=str(HEARTBEAT_SECONDS),
         GPUCLOUD_HEARTBEAT_MISSED=str(HEARTBEAT_MISSED),
+        GPUCLOUD_SNAPSHOT_STORE="local",
+        GPUCLOUD_SNAPSHOT_DIR=str(SNAPSHOTS),
         PYTHONUNBUFFERED="1",
     )
     return env
@@ -68,6 +72,7 @@ def host_env(name: str) -> dict[str, str]:
 def _fleet_settings(settings) -> None:
     settings.GPUCLOUD_HEARTBEAT_SECONDS = HEARTBEAT_SECONDS
     settings.GPUCLOUD_HEARTBEAT_MISSED = HEARTBEAT_MISSED
+    settings.GPUCLOUD_SNAPSHOT_STORE, settings.GPUCLOUD_SNAPSHOT_DIR = "local", SNAPSHOTS
 
 
 @pytest.fixture
@@ -90,8 +95,10 @@ def fleet_template(db):
 
 def _purge() -> None:
     with app.connection_for_write() as conn:
-        for name in (HOST_A, HOST_B):
-            conn.default_channel.queue_purge(f"host.{name}")
+        # "default" too: a move's snapshot, deleted by a worker, sends its purge there,
+        # which no worker of this suite consumes (its row is gone after the test).
+        for queue in (f"host.{HOST_A}", f"host.{HOST_B}", "default"):
+            conn.default_channel.queue_purge(queue)
 
 
 @pytest.fixture(scope="session")
