@@ -1,5 +1,8 @@
-"""`gpucloud`: the commands. Each calls the API through `client.Api` and prints a table,
-or the API's JSON with `--json`. Errors exit with the codes of `client` (EXIT_*)."""
+"""`gpucloud`: the command group and the instance commands (launch, ls, show, stop/start/
+restart/rm, logs, events, ssh, scp/rsync); account.py (login, the catalog, money) and
+snapshots.py (`gpucloud snapshot …`) add theirs. Each calls the API through `client.Api`
+and prints a table, or the API's JSON with `--json`. Errors exit with the codes of
+`client` (EXIT_*)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,7 @@ from typing import Any
 
 import click
 
+from gpucloud_cli import account, snapshots
 from gpucloud_cli import ssh as sshmod
 from gpucloud_cli.client import (
     DEFAULT_URL,
@@ -18,10 +22,8 @@ from gpucloud_cli.client import (
     EXIT_TIMEOUT,
     Api,
     CliError,
-    config_clear,
-    config_load,
-    config_save,
 )
+from gpucloud_cli.context import api, json_option
 from gpucloud_cli.output import Progress, emit, table
 
 SETTLED = {"running", "stopped", "failed", "terminated"}
@@ -47,56 +49,6 @@ class Group(click.Group):
 def cli(ctx: click.Context, url: str | None) -> None:
     """Rent GPUs on a GPU Cloud server from the terminal."""
     ctx.obj = {"url": url}
-
-
-def api(ctx: click.Context) -> Api:
-    return Api.from_environment(url=ctx.find_root().obj["url"])
-
-
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON.")
-
-
-# -- login -------------------------------------------------------------------------------
-
-
-@cli.command()
-@click.option("--token", help="An API token (made on the server's web page or by an operator). Asked when absent.")
-@click.pass_context
-def login(ctx: click.Context, token: str | None) -> None:
-    """Check a token against the server and store it (file mode 0600)."""
-    url = (ctx.obj["url"] or config_load().get("url") or DEFAULT_URL).rstrip("/")
-    if not token:
-        token = click.prompt("API token", hide_input=True).strip()
-    balance = Api(url=url, token=token).get("/api/billing/balance")
-    path = config_save(url=url, token=token)
-    click.echo(f"Logged in to {url} (balance ${balance['balance_usd']}); token stored in {path}")
-
-
-@cli.command()
-def logout() -> None:
-    """Forget the stored token."""
-    click.echo("Logged out." if config_clear() else "Not logged in.")
-
-
-# -- catalog -----------------------------------------------------------------------------
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def gpus(ctx: click.Context, as_json: bool) -> None:
-    """GPU types: free and total GPUs, hourly rate."""
-    rows = api(ctx).get("/api/gpu/availability")
-    emit(rows, as_json, lambda: table(rows, ["sku", "display_name", "free", "total", "rate_per_hour"]))
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def templates(ctx: click.Context, as_json: bool) -> None:
-    """The template catalog."""
-    rows = api(ctx).pages("/api/gpu/templates")
-    emit(rows, as_json, lambda: table(rows, ["slug", "name", "category", "min_gpu_memory_mb", "access_methods"]))
 
 
 # -- instances ---------------------------------------------------------------------------
@@ -164,6 +116,7 @@ def _settled(client: Api, instance: dict, *, wanted: str, timeout: float, as_jso
 @click.option("--ssh-key", "-k", multiple=True, help="A .pub file or a saved key's id; default: ~/.ssh/id_*.pub.")
 @click.option("--env", "-e", multiple=True, help="KEY=VALUE for the container.")
 @click.option("--no-password", is_flag=True, help="Keys only: no root password login.")
+@click.option("--snapshot", "snapshot_id", metavar="ID", help="Start /workspace from this snapshot of yours.")
 @click.option("--queue", "-q", is_flag=True, help="When no GPU of the type is free, wait in line for one.")
 @click.option("--wait", "-w", is_flag=True, help="Wait until it runs, with a progress line.")
 @click.option("--timeout", type=float, default=900, show_default=True, help="Seconds --wait waits.")
@@ -188,6 +141,8 @@ def launch(ctx: click.Context, **opts: Any) -> None:
         "ssh_password_auth": not opts["no_password"],
         "env": env,
     }
+    if opts["snapshot_id"]:
+        body["snapshot"] = opts["snapshot_id"]
     path = "/api/gpu/instances?queue=1" if opts["queue"] else "/api/gpu/instances"
     instance = client.post(path, body, retry_key=True)
     if "queued" in instance:
@@ -328,6 +283,9 @@ def _moved(client: Api, instance: dict, *, timeout: float) -> dict:
 
 for _action, _wanted in (("stop", "stopped"), ("start", "running"), ("restart", "running"), ("rm", "terminated")):
     cli.add_command(_lifecycle(_action, _wanted))
+cli.add_command(snapshots.snapshot)
+for _command in account.COMMANDS:
+    cli.add_command(_command)
 
 
 @cli.command()
@@ -371,32 +329,6 @@ def events(ctx: click.Context, instance_id: str, as_json: bool) -> None:
     """The instance's timeline."""
     rows = api(ctx).pages(f"/api/gpu/instances/{instance_id}/events")
     emit(rows, as_json, lambda: table(rows, ["at", "kind", "source", "message"]))
-
-
-# -- money -------------------------------------------------------------------------------
-
-
-@cli.command()
-@json_option
-@click.pass_context
-def balance(ctx: click.Context, as_json: bool) -> None:
-    """My balance."""
-    body = api(ctx).get("/api/billing/balance")
-    emit(body, as_json, lambda: click.echo(f"${body['balance_usd']} {body['currency']}"))
-
-
-@cli.command()
-@click.option("--limit", type=int, default=50, show_default=True)
-@json_option
-@click.pass_context
-def usage(ctx: click.Context, limit: int, as_json: bool) -> None:
-    """My usage segments (GPU time, storage), newest first."""
-    rows = api(ctx).pages("/api/billing/usage", limit=limit)
-    emit(
-        rows,
-        as_json,
-        lambda: table(rows, ["instance", "kind", "gpu_type", "started_at", "duration_seconds", "cost_so_far_usd"]),
-    )
 
 
 # -- ssh, scp, rsync ---------------------------------------------------------------------

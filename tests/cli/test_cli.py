@@ -203,3 +203,68 @@ def test_launch_queue_waits_in_line_and_waitlist_cancels(run_cli, alice, bob, th
     assert again.returncode == 5
     assert "instances:waitlist-not-waiting" in again.stderr
     assert not Instance.objects.filter(owner=bob).exists()
+
+
+def test_snapshot_take_ls_launch_from_it_restore_and_rm_on_a_real_instance(
+    run_cli, celery_worker, alice, alice_token, bob, this_host, tmp_path
+):
+    """`gpucloud snapshot take|ls|restore|rm` and `launch --snapshot` through the session
+    worker and its snapshot store (the local directory, the quick start's default)."""
+    TemplateFactory()
+    GpuType.objects.filter(sku="rtx-5090").update(cpu_limit=1, ram_limit_mb=1024)
+    credit(alice, "20.00")
+    env = {"GPUCLOUD_TOKEN": alice_token}
+    ssh_dir = run_cli.home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    key = _keygen(ssh_dir / "id_ed25519")
+
+    def sh(iid: str, command: str) -> subprocess.CompletedProcess:
+        return run_cli("ssh", iid, "-i", str(key), "--", command, env=env)  # ssh hands it to the remote shell
+
+    launched = run_cli("launch", "-t", "test-sshd", "-g", "rtx-5090", "-s", "20", "--wait", "--json", env=env)
+    assert launched.returncode == 0, launched.stderr
+    iid = json.loads(launched.stdout)["id"]
+    assert sh(iid, "echo kept > /workspace/kept.txt").returncode == 0
+
+    refused = run_cli("snapshot", "take", iid, env=env)  # running: refused, nothing taken
+    assert refused.returncode == 5, refused.stderr
+    assert "instances:snapshot-needs-stop" in refused.stderr
+    assert json.loads(run_cli("snapshot", "ls", "--json", env=env).stdout) == []
+
+    assert run_cli("stop", iid, "--wait", env=env).returncode == 0
+    taken = run_cli("snapshot", "take", iid, "--name", "before", "--wait", "--json", env=env)
+    assert taken.returncode == 0, taken.stderr
+    snap = json.loads(taken.stdout)
+    assert (snap["status"], snap["name"], snap["instance"]) == ("ready", "before", iid)
+    assert snap["size_bytes"] > 0
+    listed = run_cli("snapshot", "ls", "--instance", iid, env=env)
+    assert snap["id"] in listed.stdout and "ready" in listed.stdout
+
+    # A new instance from it has the snapshot's file.
+    second = run_cli(
+        "launch", "-t", "test-sshd", "-g", "rtx-pro-6000", "-s", "20", "--snapshot", snap["id"], "--wait", "--json",
+        env=env,
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr
+    sid = json.loads(second.stdout)["id"]
+    read = sh(sid, "cat /workspace/kept.txt")
+    assert read.stdout == "kept\n", read.stderr
+
+    # Restored into the stopped first instance after a later write: the later file is gone.
+    assert run_cli("start", iid, "--wait", env=env).returncode == 0
+    assert sh(iid, "echo later > /workspace/later.txt").returncode == 0
+    assert run_cli("stop", iid, "--wait", env=env).returncode == 0
+    restored = run_cli("snapshot", "restore", iid, snap["id"], "--wait", "--json", env=env)
+    assert restored.returncode == 0, restored.stderr
+    assert json.loads(restored.stdout)["status"] == "done"
+    assert run_cli("start", iid, "--wait", env=env).returncode == 0
+    listing = sh(iid, "ls /workspace")
+    assert sorted(set(listing.stdout.split()) - {"lost+found"}) == ["kept.txt"], listing.stderr  # ext4's own
+
+    # Another user's token sees no such snapshot; its owner deletes it.
+    _, bob_key = token_create(user=bob, name="cli")
+    assert run_cli("snapshot", "rm", snap["id"], env={"GPUCLOUD_TOKEN": bob_key}).returncode == EXIT_NOT_FOUND
+    assert run_cli("snapshot", "rm", snap["id"], env=env).returncode == 0
+    assert json.loads(run_cli("snapshot", "ls", "--json", env=env).stdout) == []
+    for instance_id in (iid, sid):
+        assert run_cli("rm", instance_id, env=env).returncode == 0

@@ -25,7 +25,7 @@ ALLOWED = {
     "billing": {"billing", "instances", "templates_app", "gpucloud.errors"},
 }
 MAX_LINES = 420
-# Settings are a flat list of named values, each with its comment, read top to bottom.
+# Files allowed past MAX_LINES, with their limit (none today).
 LONGER_ALLOWED: dict[str, int] = {}
 
 
@@ -97,8 +97,9 @@ def test_no_function_local_import_of_the_project_hides_an_arrow():
 def test_no_product_file_outgrows_the_size_a_reader_holds_in_mind():
     long = {
         str(path.relative_to(ROOT)): n
-        for path in _product_files()
-        if (n := len(path.read_text().splitlines())) > LONGER_ALLOWED.get(str(path.relative_to(ROOT)), MAX_LINES)
+        for path in [*_product_files(), *sorted((ROOT / "cli").rglob("*.py"))]
+        if "build" not in path.relative_to(ROOT).parts
+        and (n := len(path.read_text().splitlines())) > LONGER_ALLOWED.get(str(path.relative_to(ROOT)), MAX_LINES)
     }
     assert long == {}
 
