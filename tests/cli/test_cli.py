@@ -85,18 +85,23 @@ def _no_containers_left():
 
 
 @pytest.mark.docker
+def _customer(run_cli, user, token: str) -> tuple[dict[str, str], Path]:
+    """A customer with $20, the test template, a small RTX 5090 and an SSH key in the
+    CLI's HOME (the default key `launch` adds): the CLI's env and the private key."""
+    TemplateFactory()
+    GpuType.objects.filter(sku="rtx-5090").update(cpu_limit=1, ram_limit_mb=1024)
+    credit(user, "20.00")
+    ssh_dir = run_cli.home / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    return {"GPUCLOUD_TOKEN": token}, _keygen(ssh_dir / "id_ed25519")
+
+
 @pytest.mark.celery
 @pytest.mark.usefixtures("_no_containers_left")
 def test_launch_wait_ssh_scp_logs_stop_start_rm_on_a_real_instance(
     run_cli, celery_worker, alice, alice_token, this_host, tmp_path
 ):
-    TemplateFactory()
-    GpuType.objects.filter(sku="rtx-5090").update(cpu_limit=1, ram_limit_mb=1024)
-    credit(alice, "20.00")
-    env = {"GPUCLOUD_TOKEN": alice_token}
-    ssh_dir = run_cli.home / ".ssh"
-    ssh_dir.mkdir(mode=0o700)
-    key = _keygen(ssh_dir / "id_ed25519")  # the default key `launch` adds
+    env, key = _customer(run_cli, alice, alice_token)
 
     launched = run_cli("launch", "-t", "test-sshd", "-g", "rtx-5090", "-s", "20", "--wait", "--json", env=env)
     assert launched.returncode == 0, launched.stderr
@@ -205,18 +210,14 @@ def test_launch_queue_waits_in_line_and_waitlist_cancels(run_cli, alice, bob, th
     assert not Instance.objects.filter(owner=bob).exists()
 
 
+@pytest.mark.celery
+@pytest.mark.usefixtures("_no_containers_left")
 def test_snapshot_take_ls_launch_from_it_restore_and_rm_on_a_real_instance(
     run_cli, celery_worker, alice, alice_token, bob, this_host, tmp_path
 ):
     """`gpucloud snapshot take|ls|restore|rm` and `launch --snapshot` through the session
     worker and its snapshot store (the local directory, the quick start's default)."""
-    TemplateFactory()
-    GpuType.objects.filter(sku="rtx-5090").update(cpu_limit=1, ram_limit_mb=1024)
-    credit(alice, "20.00")
-    env = {"GPUCLOUD_TOKEN": alice_token}
-    ssh_dir = run_cli.home / ".ssh"
-    ssh_dir.mkdir(mode=0o700)
-    key = _keygen(ssh_dir / "id_ed25519")
+    env, key = _customer(run_cli, alice, alice_token)
 
     def sh(iid: str, command: str) -> subprocess.CompletedProcess:
         return run_cli("ssh", iid, "-i", str(key), "--", command, env=env)  # ssh hands it to the remote shell
@@ -238,7 +239,8 @@ def test_snapshot_take_ls_launch_from_it_restore_and_rm_on_a_real_instance(
     assert (snap["status"], snap["name"], snap["instance"]) == ("ready", "before", iid)
     assert snap["size_bytes"] > 0
     listed = run_cli("snapshot", "ls", "--instance", iid, env=env)
-    assert snap["id"] in listed.stdout and "ready" in listed.stdout
+    assert snap["id"] in listed.stdout
+    assert "ready" in listed.stdout
 
     # A new instance from it has the snapshot's file.
     second = run_cli(
